@@ -1,0 +1,275 @@
+"""Typed models of the AgentTask resource (`agenttask.io/v1alpha1`).
+
+The CRD in `crds/agenttask.yaml` is the contract users see; these pydantic models mirror it
+field by field (tests/unit/test_api_crd_drift.py fails when they drift). Raw dicts from the
+Kubernetes API are parsed here once, at the edge, and typed objects travel deeper.
+
+Defaults here equal the CRD's defaults so that an object read from an apiserver that applied
+them and one built in a unit test behave the same. Validation that the apiserver already does
+(CEL rules, bounds) is not repeated; these models only describe shapes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "agenttask.io"
+VERSION = "v1alpha1"
+KIND = "AgentTask"
+PLURAL = "agenttasks"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="ignore",
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """The object as the Kubernetes API stores it: camelCase keys, no unset optionals."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# ---------------------------------------------------------------------------- spec
+
+
+class SecretRef(_Model):
+    name: str
+    key: str = "token"
+
+
+class Repository(_Model):
+    url: str
+    base_branch: str = "main"
+    credentials_secret_ref: SecretRef | None = None
+
+
+class Issue(_Model):
+    number: int
+    title: str | None = None
+    body: str | None = None
+    url: str | None = None
+    author: str | None = None
+
+
+class SecretKeySelector(_Model):
+    name: str
+    key: str
+    optional: bool = False
+
+
+class EnvVarSource(_Model):
+    secret_key_ref: SecretKeySelector
+
+
+class EnvVar(_Model):
+    name: str
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+
+
+class Agent(_Model):
+    command: tuple[str, ...] | None = None
+    env: tuple[EnvVar, ...] = ()
+    working_dir: str | None = None
+
+
+class Resources(_Model):
+    cpu: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+
+
+class Network(_Model):
+    block_all: bool = False
+    allow_list: tuple[str, ...] = ()
+
+
+class Sandbox(_Model):
+    snapshot: str | None = None
+    image: str | None = None
+    resources: Resources | None = None
+    auto_stop_minutes: int | None = None
+    network: Network | None = None
+    keep_on_failure: bool = False
+    keep_for_seconds: int | None = None
+
+
+class PullRequest(_Model):
+    create: bool = True
+    draft: bool = True
+    branch_prefix: str = "agenttask/"
+
+
+class Audit(_Model):
+    requested_by: str | None = None
+    installation_id: int | None = None
+    source: str | None = None
+    delivery_id: str | None = None
+
+
+class AgentTaskSpec(_Model):
+    repository: Repository
+    issue: Issue | None = None
+    prompt: str | None = None
+    agent: Agent = Field(default_factory=Agent)
+    sandbox: Sandbox = Field(default_factory=Sandbox)
+    active_deadline_seconds: int | None = None
+    backoff_limit: int = 3
+    ttl_seconds_after_finished: int | None = None
+    suspend: bool = False
+    pull_request: PullRequest = Field(default_factory=PullRequest)
+    audit: Audit = Field(default_factory=Audit)
+
+
+# -------------------------------------------------------------------------- status
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    PROVISIONING = "Provisioning"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class ConditionType(StrEnum):
+    ADMITTED = "Admitted"
+    SANDBOX_READY = "SandboxReady"
+    AGENT_RUNNING = "AgentRunning"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+
+
+class Reason(StrEnum):
+    """Machine-readable reasons used in conditions and `status.reason`."""
+
+    CREATED = "Created"
+    SUSPENDED = "Suspended"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    ADMITTED = "Admitted"
+    PROVISIONING = "Provisioning"
+    SANDBOX_CREATED = "SandboxCreated"
+    SANDBOX_LOST = "SandboxLost"
+    SANDBOX_DELETED = "SandboxDeleted"
+    AGENT_STARTED = "AgentStarted"
+    AGENT_EXITED = "AgentExited"
+    AGENT_SUCCEEDED = "AgentSucceeded"
+    AGENT_FAILED = "AgentFailed"
+    NO_CHANGES = "NoChanges"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    INVALID_SPEC = "InvalidSpec"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    SANDBOX_ERROR = "SandboxError"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Model):
+    type: str
+    status: ConditionStatus
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: dt.datetime | None = None
+    observed_generation: int | None = None
+
+
+class SandboxStatus(_Model):
+    id: str | None = None
+    name: str | None = None
+    state: str | None = None
+    deleted: bool | None = None
+    retain_until: dt.datetime | None = None
+
+
+class AgentStatus(_Model):
+    session_id: str | None = None
+    command_id: str | None = None
+    exit_code: int | None = None
+
+
+class Result(_Model):
+    outcome: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    pull_request_url: str | None = None
+    summary: str | None = None
+    changed_files: tuple[str, ...] | None = None
+
+
+class AgentTaskStatus(_Model):
+    phase: Phase | None = None
+    reason: str | None = None
+    message: str | None = None
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    sandbox: SandboxStatus | None = None
+    attempts: int = 0
+    queue_position: int | None = None
+    start_time: dt.datetime | None = None
+    running_time: dt.datetime | None = None
+    completion_time: dt.datetime | None = None
+    agent: AgentStatus | None = None
+    result: Result | None = None
+    log_tail: str | None = None
+    last_error: str | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+# ------------------------------------------------------------------------- object
+
+
+class ObjectMeta(_Model):
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+    resource_version: str | None = None
+    creation_timestamp: dt.datetime | None = None
+    deletion_timestamp: dt.datetime | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class AgentTask(_Model):
+    """An AgentTask as read from the API: metadata, spec, status."""
+
+    metadata: ObjectMeta
+    spec: AgentTaskSpec
+    status: AgentTaskStatus = Field(default_factory=AgentTaskStatus)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> AgentTask:
+        """Parse a raw Kubernetes object (dict or kopf Body) into the typed model."""
+        return cls.model_validate(
+            {
+                "metadata": dict(body.get("metadata") or {}),
+                "spec": dict(body.get("spec") or {}),
+                "status": dict(body.get("status") or {}),
+            }
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
