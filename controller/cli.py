@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 # sub-command name -> module exposing add_parser() and run()
 _COMMANDS: dict[str, str] = {
+    "run": "controller.operator",
     "dev-cluster": "controller.devcluster.cli",
     "sandbox-server": "controller.localsandbox.cli",
 }

@@ -1,0 +1,150 @@
+"""The operator's own Kubernetes API calls (everything kopf does not do for us).
+
+kopf watches AgentTasks and runs the supervisors; this adapter reads Secrets, reads and
+patches AgentTask status with optimistic concurrency, and creates/deletes AgentTasks (webhook,
+TTL). It uses kr8s for configuration (kubeconfig or in-cluster service account), TLS and auth,
+and maps HTTP outcomes to the operator's errors itself: 409 -> `Conflict`, 404 -> `None`,
+429/5xx/timeouts -> `Retryable`, other 4xx -> `Fatal`.
+
+Secret values read here are registered for redaction before they are returned.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+import kr8s
+import kr8s.asyncio
+
+from . import logs
+from .api import GROUP, PLURAL, VERSION
+from .errors import Fatal, Retryable, SecretMissing
+
+
+class Conflict(Retryable):
+    """The object changed since it was read (resourceVersion mismatch)."""
+
+
+_BASE = f"/apis/{GROUP}"
+
+
+class Kube:
+    """A thin async client bound to one kr8s API connection."""
+
+    def __init__(self, api: Any):
+        self._api = api
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+        return cls(await kr8s.asyncio.api(kubeconfig=kubeconfig))
+
+    async def _request(
+        self, method: str, *, url: str, namespace: str | None = None, version: str = "v1",
+        base: str = "", json_body: Any = None, params: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any] | None:
+        kwargs: dict[str, Any] = {}
+        if json_body is not None:
+            kwargs["content"] = json.dumps(json_body)
+            kwargs["headers"] = {"Content-Type": content_type or "application/json"}
+        if params:
+            kwargs["params"] = dict(params)
+        what = f"{method} {base or '/api'}/{version}/{'namespaces/' + namespace + '/' if namespace else ''}{url}"
+        try:
+            async with self._api.call_api(method, version=version, base=base, namespace=namespace, url=url,
+                                          raise_for_status=False, **kwargs) as resp:
+                status = resp.status_code
+                text = resp.text
+        except (httpx.TransportError, kr8s.APITimeoutError) as exc:
+            raise Retryable(f"{what}: {type(exc).__name__}") from None
+        if status < 300:
+            body: dict[str, Any] = json.loads(text) if text else {}
+            return body
+        if status == 404:
+            return None
+        try:
+            message = str(json.loads(text).get("message", ""))
+        except ValueError:
+            message = text[:200]
+        message = logs.redact(f"{what}: HTTP {status}: {message}")
+        if status == 409:
+            raise Conflict(message, status=status)
+        if status == 429 or status >= 500:
+            raise Retryable(message, status=status)
+        raise Fatal(message, reason="KubernetesError", status=status)
+
+    # ------------------------------------------------------------------ secrets
+
+    async def read_secret_key(self, namespace: str, name: str, key: str, *, optional: bool = False) -> str | None:
+        """The decoded value of one key of a Secret; registered for redaction."""
+        body = await self._request("GET", url=f"secrets/{name}", namespace=namespace)
+        if body is None:
+            if optional:
+                return None
+            raise SecretMissing(f"Secret {namespace}/{name} not found")
+        data = body.get("data") or {}
+        if key not in data:
+            if optional:
+                return None
+            raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}")
+        value = base64.b64decode(data[key]).decode("utf-8", errors="replace")
+        logs.register_secret(value)
+        return value
+
+    # --------------------------------------------------------------- agenttasks
+
+    async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._request("GET", url=f"{PLURAL}/{name}", namespace=namespace, version=VERSION,
+                                   base=_BASE)
+
+    async def list_tasks(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        params: dict[str, str] = {"limit": "500"}
+        while True:
+            body = await self._request("GET", url=PLURAL, namespace=namespace, version=VERSION, base=_BASE,
+                                       params=params)
+            if body is None:
+                return items
+            items.extend(body.get("items", []))
+            cont = (body.get("metadata") or {}).get("continue")
+            if not cont:
+                return items
+            params = {"limit": "500", "continue": cont}
+
+    async def iter_tasks(self, namespace: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        for item in await self.list_tasks(namespace):
+            yield item
+
+    async def patch_status(self, namespace: str, name: str, *, resource_version: str | None,
+                           status: dict[str, Any]) -> dict[str, Any] | None:
+        """Replace `.status` as a whole (lists included) if the object is still at `resource_version`.
+
+        A merge patch that carries metadata.resourceVersion is rejected with 409 when the object
+        changed, so a stale supervisor never overwrites a newer status.
+        """
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        # null-out fields the new status no longer has, so the merge patch replaces the whole status
+        return await self._request("PATCH", url=f"{PLURAL}/{name}/status", namespace=namespace,
+                                   version=VERSION, base=_BASE, json_body=body,
+                                   content_type="application/merge-patch+json")
+
+    async def create_task(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        return await self._request("POST", url=PLURAL, namespace=namespace, version=VERSION, base=_BASE,
+                                   json_body=body)
+
+    async def delete_task(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        try:
+            gone = await self._request("DELETE", url=f"{PLURAL}/{name}", namespace=namespace, version=VERSION,
+                                       base=_BASE, json_body=options)
+        except Conflict:
+            return False  # a different object of the same name: not ours to delete
+        return gone is not None

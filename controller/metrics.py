@@ -1,0 +1,46 @@
+"""Prometheus metrics of the operator (`agenttask_` prefix, base units, `_total` counters).
+
+docs/metrics.md lists every metric; a test compares that list with this module's registry and
+runs `promtool check metrics` on the real exposition. Label values never carry user text or
+secrets: only phases, reasons, operations, outcomes and paths from fixed vocabularies.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_TIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600)
+
+TASKS = Gauge("agenttask_tasks", "AgentTasks known to the operator, by phase.", ["phase"], registry=REGISTRY)
+QUEUE_DEPTH = Gauge("agenttask_queue_depth", "AgentTasks waiting for admission (phase Queued).",
+                    registry=REGISTRY)
+ADMITTED = Gauge("agenttask_admitted_tasks", "AgentTasks holding an admission slot (an active sandbox).",
+                 registry=REGISTRY)
+ADMISSION_LIMIT = Gauge("agenttask_admission_limit", "Configured global limit of active sandboxes.",
+                        registry=REGISTRY)
+TASKS_FINISHED = Counter("agenttask_tasks_finished_total", "AgentTasks that reached a terminal phase.",
+                         ["phase", "reason"], registry=REGISTRY)
+TASK_DURATION = Histogram("agenttask_task_duration_seconds", "Admission to completion, by result.",
+                          ["result"], buckets=_TIME_BUCKETS, registry=REGISTRY)
+TIME_TO_RUNNING = Histogram("agenttask_time_to_running_seconds",
+                            "Creation of the AgentTask to its agent command running, by sandbox path.",
+                            ["path"], buckets=_TIME_BUCKETS, registry=REGISTRY)
+SANDBOX_CREATE_SECONDS = Histogram("agenttask_sandbox_create_seconds", "Latency of creating one sandbox.",
+                                   buckets=_TIME_BUCKETS, registry=REGISTRY)
+DAYTONA_REQUESTS = Counter("agenttask_daytona_requests_total", "Daytona API requests by operation and outcome.",
+                           ["operation", "outcome"], registry=REGISTRY)
+DAYTONA_LATENCY = Histogram("agenttask_daytona_request_seconds", "Latency of successful Daytona requests.",
+                            ["operation"], buckets=_TIME_BUCKETS, registry=REGISTRY)
+RECONCILE_ERRORS = Counter("agenttask_reconcile_errors_total",
+                           "Errors while supervising a task, by kind (retryable, fatal, unexpected).",
+                           ["kind"], registry=REGISTRY)
+ATTEMPTS_LOST = Counter("agenttask_attempts_lost_total", "Attempts whose sandbox was lost.", registry=REGISTRY)
+STATUS_WRITES = Counter("agenttask_status_writes_total", "Status patches sent, by outcome.", ["outcome"],
+                        registry=REGISTRY)
+GC_RUNS = Counter("agenttask_gc_runs_total", "Orphan sweeps, by outcome.", ["outcome"], registry=REGISTRY)
+GC_DELETIONS = Counter("agenttask_gc_deletions_total", "Sandboxes deleted by the garbage collector, by reason.",
+                       ["reason"], registry=REGISTRY)
+WARM_POOL = Counter("agenttask_warm_pool_requests_total", "Sandbox starts from a snapshot with a warm pool.",
+                    ["result"], registry=REGISTRY)

@@ -1,0 +1,63 @@
+"""`agenttask run`: the operator process (kopf) with the project's settings and JSON logs.
+
+Kubernetes access comes from $KUBECONFIG or the in-cluster service account (kopf's and kr8s'
+own login); Daytona from DAYTONA_API_URL / DAYTONA_API_KEY or the AGENTTASK_* settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from .settings import Settings
+
+
+def add_parser(sub: Any, name: str) -> None:
+    parser = sub.add_parser(name, help="run the operator (kopf) against the current cluster")
+    parser.add_argument("--namespace", "-n", action="append", default=None,
+                        help="watch this namespace (repeatable; default: AGENTTASK_NAMESPACES or all)")
+    parser.add_argument("--standalone", action="store_true", default=None,
+                        help="no peering: this process is the only replica")
+    parser.add_argument("--http-port", type=int, default=None, help="port of /metrics, /healthz, webhook")
+    parser.add_argument("--log-format", choices=["json", "text"], default="json")
+    parser.add_argument("--verbose", "-v", action="store_true")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.namespace:
+        overrides["namespaces"] = args.namespace
+    if args.standalone:
+        overrides["standalone"] = True
+    if args.http_port is not None:
+        overrides["http_port"] = args.http_port
+    return Settings(**overrides)
+
+
+async def serve(settings: Settings, *, stop_flag: asyncio.Event | None = None,
+                ready_flag: asyncio.Event | None = None) -> None:
+    """Run the operator until `stop_flag` is set (or forever). Handlers come from `handlers`."""
+    import kopf
+
+    from . import handlers
+
+    handlers.use_settings(settings)
+    await kopf.operator(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=settings.standalone,
+        peering_name=settings.peering_name,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import logs
+
+    logs.configure(level=logging.DEBUG if args.verbose else logging.INFO, json_format=args.log_format == "json")
+    settings = settings_from_args(args)
+    asyncio.run(serve(settings))
+    return 0

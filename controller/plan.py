@@ -1,0 +1,429 @@
+"""The reconcile decision: `decide(task, observation, now=..., config=...) -> Decision`.
+
+Pure: no I/O, no kopf, no SDK. The supervisor (`supervisor.py`) observes the world
+(Daytona sandbox of the current attempt, the agent command in its session, the admission
+queue), calls `decide`, writes the returned status if it changed, and then performs the
+returned actions, in that order. Writing first is what makes every step crash-safe:
+
+- a terminal phase is persisted before the sandbox is deleted, so a crash in between can never
+  be mistaken for a lost sandbox;
+- a sandbox is created under a deterministic name per attempt and its name is recorded
+  (`status.sandbox.name`) before the create call; once it has been *observed* (`status.sandbox.id`)
+  the plan never creates another one for that attempt;
+- the agent runs in a deterministic session per attempt, so starting it is adopt-or-create.
+
+What this module deliberately does not do: talk to anything, know about kopf, or decide how
+long HTTP retries wait (that is `backoff.py`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from .api import (
+    AgentStatus,
+    AgentTask,
+    AgentTaskStatus,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Phase,
+    Reason,
+    Result,
+    SandboxStatus,
+)
+
+# Daytona sandbox states, grouped by what they mean for a task.
+PENDING_STATES = frozenset(
+    {"creating", "starting", "restoring", "pending_build", "building_snapshot", "pulling_snapshot",
+     "resizing", "unknown", "snapshotting", "forking", "resuming"}
+)
+READY_STATES = frozenset({"started"})
+# anything else (stopped, archived, error, build_failed, destroying, destroyed, ...) means the
+# agent cannot be running there any more: the attempt is lost.
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True)
+class SandboxObs:
+    id: str
+    name: str
+    state: str
+    error_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandObs:
+    id: str
+    exit_code: int | None
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    position: int | None = None
+    queued: int | None = None
+    limit_message: str = ""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the supervisor saw just now. `sandbox`/`command` are for the current attempt."""
+
+    sandbox: SandboxObs | None = None
+    command: CommandObs | None = None
+    session_exists: bool = False
+    result: Result | None = None
+    log_tail: str | None = None
+    last_log_write: dt.datetime | None = None
+    admission: Admission | None = None
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    default_deadline_seconds: int
+    default_keep_for_seconds: int
+    poll_interval_seconds: float
+    max_poll_interval_seconds: float
+    log_tail_interval_seconds: float
+    queue_recheck_seconds: float = 30.0
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class CreateSandbox:
+    name: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StartAgent:
+    sandbox_id: str
+    session_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DeleteSandbox:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StopSandbox:
+    """Stop (not delete) a sandbox kept for debugging."""
+
+    name: str
+
+
+Action = CreateSandbox | StartAgent | DeleteSandbox | StopSandbox
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: AgentTaskStatus
+    actions: tuple[Action, ...] = ()
+    requeue_after: float | None = None
+    release_slot: bool = False
+    """The task no longer needs its admission slot (finished and its sandbox is gone or kept)."""
+    notes: tuple[str, ...] = field(default=())
+
+
+# ------------------------------------------------------------------------------ naming
+
+
+def sandbox_name(uid: str, attempt: int) -> str:
+    """Deterministic Daytona sandbox name of an attempt: look-up-before-create relies on it."""
+    return f"at-{uid}-{attempt}"
+
+
+def session_id(attempt: int) -> str:
+    return f"agenttask-{attempt}"
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+def set_condition(
+    conditions: tuple[Condition, ...],
+    type_: ConditionType,
+    status: ConditionStatus,
+    *,
+    reason: str,
+    message: str,
+    now: dt.datetime,
+    generation: int,
+) -> tuple[Condition, ...]:
+    """Upsert one condition by type; lastTransitionTime changes only when status changes."""
+    old = next((c for c in conditions if c.type == type_), None)
+    since = old.last_transition_time if old is not None and old.status == status else now
+    new = Condition(type=type_, status=status, reason=reason, message=message,
+                    last_transition_time=since, observed_generation=generation)
+    if old == new:
+        return conditions
+    rest = tuple(c for c in conditions if c.type != type_)
+    order = list(ConditionType)
+    return tuple(sorted((*rest, new), key=lambda c: order.index(ConditionType(c.type))
+                        if c.type in order else len(order)))
+
+
+class _Builder:
+    """Accumulates a new status from the old one (pydantic models are frozen)."""
+
+    def __init__(self, task: AgentTask, now: dt.datetime, config: PlanConfig):
+        self.task = task
+        self.now = now
+        self.config = config
+        self.gen = task.metadata.generation
+        self.fields = task.status.model_dump()
+        self.fields["observed_generation"] = self.gen
+        self.conditions = task.status.conditions
+
+    def cond(self, type_: ConditionType, status: ConditionStatus, reason: str, message: str) -> None:
+        self.conditions = set_condition(self.conditions, type_, status, reason=reason, message=message,
+                                        now=self.now, generation=self.gen)
+
+    def phase(self, phase: Phase, reason: str, message: str) -> None:
+        self.fields.update(phase=phase, reason=reason, message=message)
+
+    def set(self, **values: object) -> None:
+        self.fields.update(values)
+
+    def build(self) -> AgentTaskStatus:
+        self.fields["conditions"] = self.conditions
+        return AgentTaskStatus.model_validate(self.fields)
+
+
+# ------------------------------------------------------------------------------ decide
+
+
+def deadline(task: AgentTask, config: PlanConfig) -> dt.datetime | None:
+    start = task.status.start_time
+    if start is None:
+        return None
+    seconds = task.spec.active_deadline_seconds or config.default_deadline_seconds
+    return start + dt.timedelta(seconds=seconds)
+
+
+def needs_supervision(task: AgentTask) -> bool:
+    """Whether a supervisor must run: unfinished, or finished with a sandbox still to clean up."""
+    phase = task.status.phase
+    if phase is None or not phase.terminal:
+        return True
+    sandbox = task.status.sandbox
+    return sandbox is not None and sandbox.name is not None and not sandbox.deleted
+
+
+def decide(task: AgentTask, obs: Observation, *, now: dt.datetime, config: PlanConfig) -> Decision:
+    """The next status and the actions that move the task towards it."""
+    b = _Builder(task, now, config)
+    phase = task.status.phase
+
+    if phase is not None and phase.terminal:
+        return _finished(task, obs, b, config)
+
+    limit = deadline(task, config)
+    if limit is not None and now >= limit:
+        seconds = task.spec.active_deadline_seconds or config.default_deadline_seconds
+        return _fail(task, obs, b, Reason.DEADLINE_EXCEEDED,
+                     f"the task ran longer than its deadline of {seconds}s", keep=False)
+
+    if phase in (None, Phase.PENDING, Phase.QUEUED):
+        return _admit(task, obs, b, config)
+
+    return _progress(task, obs, b, config, limit)
+
+
+def _admit(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -> Decision:
+    if task.spec.suspend:
+        b.phase(Phase.PENDING, Reason.SUSPENDED, "spec.suspend is true; the task waits before admission")
+        b.cond(ConditionType.ADMITTED, ConditionStatus.FALSE, Reason.SUSPENDED,
+               "spec.suspend is true")
+        b.set(queue_position=None)
+        return Decision(status=b.build())
+    admission = obs.admission
+    if admission is None or not admission.admitted:
+        position = admission.position if admission else None
+        message = admission.limit_message if admission else "waiting for admission"
+        b.phase(Phase.QUEUED, Reason.QUOTA_EXCEEDED, message)
+        b.cond(ConditionType.ADMITTED, ConditionStatus.FALSE, Reason.QUOTA_EXCEEDED, message)
+        b.set(queue_position=position)
+        return Decision(status=b.build(), requeue_after=config.queue_recheck_seconds)
+    attempt = 1
+    name = sandbox_name(task.metadata.uid, attempt)
+    b.phase(Phase.PROVISIONING, Reason.PROVISIONING, f"creating sandbox {name}")
+    b.cond(ConditionType.ADMITTED, ConditionStatus.TRUE, Reason.ADMITTED, "a sandbox slot was granted")
+    b.cond(ConditionType.SANDBOX_READY, ConditionStatus.FALSE, Reason.PROVISIONING,
+           f"creating sandbox {name}")
+    b.set(queue_position=None, start_time=b.now, attempts=attempt,
+          sandbox=SandboxStatus(name=name, state="creating"))
+    return Decision(status=b.build(), actions=(CreateSandbox(name=name, attempt=attempt),),
+                    requeue_after=0)
+
+
+def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig,
+              limit: dt.datetime | None) -> Decision:
+    attempt = max(task.status.attempts, 1)
+    name = sandbox_name(task.metadata.uid, attempt)
+    recorded = task.status.sandbox
+    confirmed = recorded is not None and recorded.name == name and recorded.id is not None
+    sandbox = obs.sandbox
+
+    if sandbox is None:
+        if confirmed:
+            return _lost(task, b, config, name, "the sandbox disappeared")
+        b.phase(Phase.PROVISIONING, Reason.PROVISIONING, f"creating sandbox {name}")
+        b.set(sandbox=SandboxStatus(name=name, state="creating"), attempts=attempt)
+        return Decision(status=b.build(), actions=(CreateSandbox(name=name, attempt=attempt),),
+                        requeue_after=0)
+
+    b.set(sandbox=SandboxStatus(id=sandbox.id, name=sandbox.name, state=sandbox.state))
+    if sandbox.state in PENDING_STATES:
+        b.phase(Phase.PROVISIONING, Reason.PROVISIONING, f"sandbox {name} is {sandbox.state}")
+        return Decision(status=b.build(), requeue_after=config.poll_interval_seconds / 2)
+    if sandbox.state not in READY_STATES:
+        detail = f"sandbox is {sandbox.state}" + (f": {sandbox.error_reason}" if sandbox.error_reason else "")
+        return _lost(task, b, config, name, detail)
+
+    b.cond(ConditionType.SANDBOX_READY, ConditionStatus.TRUE, Reason.SANDBOX_CREATED,
+           f"sandbox {name} ({sandbox.id}) is started")
+    command = obs.command
+    sid = session_id(attempt)
+    if command is None:
+        agent = task.status.agent
+        if agent is not None and agent.command_id and agent.session_id == sid:
+            return _lost(task, b, config, name, "the agent command disappeared from its session")
+        b.phase(Phase.PROVISIONING, Reason.PROVISIONING, "uploading the task context and starting the agent")
+        return Decision(status=b.build(),
+                        actions=(StartAgent(sandbox_id=sandbox.id, session_id=sid, attempt=attempt),),
+                        requeue_after=0)
+
+    b.set(agent=AgentStatus(session_id=sid, command_id=command.id, exit_code=command.exit_code))
+    if obs.log_tail is not None and obs.log_tail != task.status.log_tail:
+        due = (obs.last_log_write is None or command.exit_code is not None
+               or (b.now - obs.last_log_write).total_seconds() >= config.log_tail_interval_seconds)
+        if due:
+            b.set(log_tail=obs.log_tail)
+
+    if command.exit_code is None:
+        started = task.status.running_time or b.now
+        if task.status.phase != Phase.RUNNING:
+            b.phase(Phase.RUNNING, Reason.AGENT_STARTED, f"the agent is running in sandbox {name}")
+            b.cond(ConditionType.AGENT_RUNNING, ConditionStatus.TRUE, Reason.AGENT_STARTED,
+                   f"command {command.id} in session {sid}")
+            b.set(running_time=started)
+        elapsed = (b.now - started).total_seconds()
+        wait = min(config.max_poll_interval_seconds, max(config.poll_interval_seconds, elapsed / 20))
+        if limit is not None:
+            wait = min(wait, max((limit - b.now).total_seconds(), 0.0))
+        return Decision(status=b.build(), requeue_after=wait)
+
+    return _exited(task, obs, b, command.exit_code)
+
+
+def _exited(task: AgentTask, obs: Observation, b: _Builder, exit_code: int) -> Decision:
+    result = obs.result
+    b.cond(ConditionType.AGENT_RUNNING, ConditionStatus.FALSE, Reason.AGENT_EXITED,
+           f"the agent exited with code {exit_code}")
+    if result is not None:
+        b.set(result=result)
+    if exit_code != 0:
+        return _fail(task, obs, b, Reason.AGENT_FAILED, f"the agent exited with code {exit_code}",
+                     keep=task.spec.sandbox.keep_on_failure)
+    outcome = result.outcome if result is not None else None
+    reason = Reason.NO_CHANGES if outcome == "NoChanges" else Reason.AGENT_SUCCEEDED
+    summary = {
+        "NoChanges": "the agent made no changes; its answer was reported",
+        "PullRequestOpened": f"pull request opened: {result.pull_request_url if result else ''}",
+        "ChangesPushed": f"branch {result.branch if result else ''} pushed",
+    }.get(outcome or "", "the agent finished successfully")
+    b.phase(Phase.SUCCEEDED, reason, summary)
+    b.cond(ConditionType.COMPLETE, ConditionStatus.TRUE, reason, summary)
+    b.set(completion_time=b.now)
+    return _cleanup(task, b, keep=False)
+
+
+def _fail(task: AgentTask, obs: Observation, b: _Builder, reason: Reason, message: str, *,
+          keep: bool) -> Decision:
+    b.phase(Phase.FAILED, reason, message)
+    b.cond(ConditionType.FAILED, ConditionStatus.TRUE, reason, message)
+    if task.status.condition(ConditionType.AGENT_RUNNING) is not None or task.status.phase == Phase.RUNNING:
+        b.cond(ConditionType.AGENT_RUNNING, ConditionStatus.FALSE, reason, message)
+    b.set(completion_time=b.now)
+    return _cleanup(task, b, keep=keep)
+
+
+def _cleanup(task: AgentTask, b: _Builder, *, keep: bool) -> Decision:
+    current = b.fields.get("sandbox")
+    sandbox = SandboxStatus.model_validate(current) if isinstance(current, dict) else current
+    if sandbox is None or sandbox.name is None:
+        return Decision(status=b.build(), release_slot=True)
+    if keep:
+        seconds = task.spec.sandbox.keep_for_seconds
+        retain = b.now + dt.timedelta(seconds=seconds if seconds is not None else b.config.default_keep_for_seconds)
+        b.set(sandbox=sandbox.model_copy(update={"retain_until": retain}))
+        return Decision(status=b.build(), actions=(StopSandbox(name=sandbox.name),), release_slot=True,
+                        requeue_after=max((retain - b.now).total_seconds(), 0.0))
+    return Decision(status=b.build(), actions=(DeleteSandbox(name=sandbox.name, reason="finished"),),
+                    requeue_after=0)
+
+
+def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -> Decision:
+    """Terminal phase: only cleanup remains (delete the sandbox, or keep it until retention ends)."""
+    sandbox = task.status.sandbox
+    if sandbox is None or sandbox.name is None or sandbox.deleted:
+        return Decision(status=b.build(), release_slot=True)
+    if obs.sandbox is None:
+        b.set(sandbox=sandbox.model_copy(update={"deleted": True, "state": "destroyed"}))
+        return Decision(status=b.build(), release_slot=True)
+    if sandbox.retain_until is not None:
+        if b.now < sandbox.retain_until:
+            return Decision(status=b.build(), release_slot=True,
+                            requeue_after=(sandbox.retain_until - b.now).total_seconds())
+        return Decision(status=b.build(), release_slot=True,
+                        actions=(DeleteSandbox(name=sandbox.name, reason="retention-expired"),),
+                        requeue_after=0)
+    return Decision(status=b.build(), actions=(DeleteSandbox(name=sandbox.name, reason="finished"),),
+                    requeue_after=0)
+
+
+def _lost(task: AgentTask, b: _Builder, config: PlanConfig, name: str, detail: str) -> Decision:
+    attempts = max(task.status.attempts, 1)
+    limit = task.spec.backoff_limit
+    if attempts > limit:
+        message = (f"attempt {attempts} lost its sandbox {name} ({detail}); backoffLimit {limit} "
+                   "is exhausted")
+        b.cond(ConditionType.SANDBOX_READY, ConditionStatus.FALSE, Reason.SANDBOX_LOST, message)
+        decision = _fail(task, Observation(), b, Reason.BACKOFF_LIMIT_EXCEEDED, message, keep=False)
+        return decision
+    nxt = attempts + 1
+    new_name = sandbox_name(task.metadata.uid, nxt)
+    message = f"attempt {attempts} lost its sandbox {name} ({detail}); starting attempt {nxt} of {limit + 1}"
+    b.cond(ConditionType.SANDBOX_READY, ConditionStatus.FALSE, Reason.SANDBOX_LOST, message)
+    if task.status.condition(ConditionType.AGENT_RUNNING) is not None or task.status.phase == Phase.RUNNING:
+        b.cond(ConditionType.AGENT_RUNNING, ConditionStatus.FALSE, Reason.SANDBOX_LOST, message)
+    b.phase(Phase.PROVISIONING, Reason.SANDBOX_LOST, message)
+    b.set(attempts=nxt, agent=None, running_time=None,
+          sandbox=SandboxStatus(name=new_name, state="creating"))
+    # the old sandbox may still exist in a broken state: delete it; then create the next one
+    return Decision(status=b.build(),
+                    actions=(DeleteSandbox(name=name, reason="lost"), CreateSandbox(name=new_name, attempt=nxt)),
+                    requeue_after=0)
+
+
+def fail(task: AgentTask, *, reason: str, message: str, now: dt.datetime, config: PlanConfig) -> Decision:
+    """A task that cannot proceed for a reason the plan did not see (e.g. a missing Secret)."""
+    b = _Builder(task, now, config)
+    if task.status.phase is not None and task.status.phase.terminal:
+        return Decision(status=b.build())
+    try:
+        why = Reason(reason)
+    except ValueError:
+        why = Reason.SANDBOX_ERROR
+    return _fail(task, Observation(), b, why, message, keep=False)

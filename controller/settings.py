@@ -1,0 +1,110 @@
+"""Every tunable of the operator, in one place, from environment variables (Helm values).
+
+Environment variables are the field names upper-cased with the prefix `AGENTTASK_`, e.g.
+`AGENTTASK_MAX_ACTIVE_SANDBOXES=20`. The Daytona connection also honours the SDK's own
+`DAYTONA_API_URL` / `DAYTONA_API_KEY` / `DAYTONA_TARGET`. docs/configuration.md lists them all;
+a test keeps that page and this class in step.
+
+No logic lives here beyond parsing and derived convenience values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _csv(value: object) -> object:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Operator settings. Defaults suit a single small installation."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTTASK_", frozen=True, extra="ignore")
+
+    # --- identity and scope
+    instance_id: str = Field("default", min_length=1, max_length=63)
+    """Installation id written to every sandbox label `agenttask.io/instance`; two installations
+    sharing one Daytona organisation must use different ids (the GC only touches its own)."""
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Namespaces to watch (comma-separated); empty means all namespaces."""
+    standalone: bool = False
+    """Disable kopf peering (single replica without the KopfPeering CRD)."""
+    peering_name: str = "agenttask-operator"
+    """Name of the (Cluster)KopfPeering object used for active/standby HA."""
+
+    # --- Daytona
+    daytona_api_url: str | None = Field(
+        None, validation_alias=AliasChoices("AGENTTASK_DAYTONA_API_URL", "DAYTONA_API_URL"))
+    """Daytona API URL; unset means Daytona's default cloud endpoint."""
+    daytona_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AGENTTASK_DAYTONA_API_KEY", "DAYTONA_API_KEY"))
+    """Daytona API key (from a Secret)."""
+    daytona_target: str | None = Field(
+        None, validation_alias=AliasChoices("AGENTTASK_DAYTONA_TARGET", "DAYTONA_TARGET"))
+    """Daytona target region."""
+    default_snapshot: str | None = None
+    """Snapshot used when a task names neither snapshot nor image."""
+    daytona_request_timeout_seconds: float = Field(30.0, gt=0)
+    """Timeout of a single Daytona API request."""
+
+    # --- reconcile timing
+    poll_interval_seconds: float = Field(2.0, gt=0)
+    """How often a running agent command is re-observed at first."""
+    max_poll_interval_seconds: float = Field(15.0, gt=0)
+    """The re-observation interval grows up to this for long runs (the log stream still wakes
+    the supervisor as soon as the command exits)."""
+    retry_base_seconds: float = Field(1.0, gt=0)
+    """First delay after a transient Daytona/Kubernetes error (doubles each time, with jitter)."""
+    retry_max_seconds: float = Field(60.0, gt=0)
+    """Longest delay between retries of transient errors."""
+    log_tail_bytes: int = Field(4096, ge=256, le=65536)
+    """Size of `status.logTail`."""
+    log_tail_interval_seconds: float = Field(10.0, ge=0)
+    """Minimum time between two status writes caused by new log output."""
+
+    # --- lifecycle and safety net
+    default_active_deadline_seconds: int = Field(6 * 3600, ge=1)
+    """Deadline for tasks that set none (also sizes the Daytona-side safety net)."""
+    safety_margin_minutes: int = Field(30, ge=1)
+    """Extra minutes beyond the deadline before Daytona itself stops and deletes a sandbox."""
+    default_ttl_seconds_after_finished: int | None = Field(None, ge=0)
+    """Delete finished AgentTasks after this long when they set no ttlSecondsAfterFinished."""
+    default_keep_for_seconds: int = Field(3600, ge=0)
+    """Retention of sandboxes kept with keepOnFailure when the task sets no keepForSeconds."""
+
+    # --- admission
+    max_active_sandboxes: int = Field(50, ge=1)
+    """Global limit of concurrently admitted tasks (each holds one sandbox)."""
+    max_active_per_namespace: int | None = Field(None, ge=1)
+    """Optional limit per namespace."""
+
+    # --- garbage collection
+    gc_interval_seconds: float = Field(300.0, gt=0)
+    """How often the orphan sweep runs."""
+    gc_grace_seconds: float = Field(120.0, ge=0)
+    """Sandboxes younger than this are never collected (avoids racing a creation)."""
+
+    # --- HTTP (metrics, health, webhook, status page)
+    http_host: str = "0.0.0.0"  # noqa: S104 - the pod's port; tests bind 127.0.0.1
+    """Address of the operator's HTTP server."""
+    http_port: int = Field(8080, ge=0, le=65535)
+    """Port of /metrics, /healthz, /readyz, /github/webhook and the status page (0 = any)."""
+
+    # --- agent defaults
+    context_dir: str = "agenttask"
+    """Directory (relative to the sandbox user's home) holding task.json, prompt, runner, result."""
+    repo_dir: str = "workspace/repo"
+    """Directory (relative to the sandbox user's home) of the repository checkout."""
+    github_api_url: str | None = None
+    """GitHub REST API base URL given to the runner (unset: no pull requests or comments)."""
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _csv(value)

@@ -1,0 +1,308 @@
+"""State table of the reconcile decision: every phase x every observation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from controller import plan
+from controller.api import AgentTask, ConditionStatus, Phase, Result
+from controller.plan import (
+    Admission,
+    CommandObs,
+    CreateSandbox,
+    DeleteSandbox,
+    Observation,
+    SandboxObs,
+    StartAgent,
+    StopSandbox,
+)
+
+NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+UID = "0b6f1c1e-1111-2222-3333-444455556666"
+CONFIG = plan.PlanConfig(default_deadline_seconds=3600, default_keep_for_seconds=600, poll_interval_seconds=2,
+                         max_poll_interval_seconds=15, log_tail_interval_seconds=10)
+
+
+def task(status: dict[str, Any] | None = None, **spec: Any) -> AgentTask:
+    body = {
+        "metadata": {"name": "t", "namespace": "ns", "uid": UID, "generation": 2, "resourceVersion": "7",
+                     "creationTimestamp": (NOW - dt.timedelta(minutes=1)).isoformat()},
+        "spec": {"repository": {"url": "https://example.test/r.git"}, **spec},
+        "status": status or {},
+    }
+    return AgentTask.from_body(body)
+
+
+def running_status(attempt: int = 1, **extra: Any) -> dict[str, Any]:
+    name = plan.sandbox_name(UID, attempt)
+    return {"phase": "Running", "attempts": attempt, "startTime": (NOW - dt.timedelta(minutes=1)).isoformat(),
+            "runningTime": (NOW - dt.timedelta(seconds=30)).isoformat(),
+            "sandbox": {"id": "sb1", "name": name, "state": "started"},
+            "agent": {"sessionId": plan.session_id(attempt), "commandId": "c1"}, **extra}
+
+
+def started(attempt: int = 1, state: str = "started") -> SandboxObs:
+    return SandboxObs(id="sb1", name=plan.sandbox_name(UID, attempt), state=state)
+
+
+def decide(t: AgentTask, obs: Observation) -> plan.Decision:
+    return plan.decide(t, obs, now=NOW, config=CONFIG)
+
+
+def cond(decision: plan.Decision, type_: str) -> tuple[str, str | None]:
+    c = decision.status.condition(type_)
+    assert c is not None, f"no {type_} condition"
+    return c.status.value, c.reason
+
+
+# ------------------------------------------------------------------- Pending / Queued
+
+
+def test_new_task_admitted_goes_provisioning_and_creates_sandbox() -> None:
+    d = decide(task(), Observation(admission=Admission(admitted=True)))
+    assert d.status.phase == Phase.PROVISIONING
+    assert d.status.attempts == 1
+    assert d.status.start_time == NOW
+    assert d.actions == (CreateSandbox(name=plan.sandbox_name(UID, 1), attempt=1),)
+    assert cond(d, "Admitted") == ("True", "Admitted")
+    assert d.status.observed_generation == 2
+    assert d.status.sandbox is not None and d.status.sandbox.id is None  # requested, not yet observed
+
+
+def test_new_task_over_quota_is_queued_with_position() -> None:
+    d = decide(task(), Observation(admission=Admission(admitted=False, position=3, queued=7,
+                                                        limit_message="position 3 of 7")))
+    assert d.status.phase == Phase.QUEUED
+    assert d.status.queue_position == 3
+    assert cond(d, "Admitted") == ("False", "QuotaExceeded")
+    assert d.actions == ()
+
+
+@pytest.mark.parametrize("phase", [None, "Pending", "Queued"])
+def test_suspended_task_is_held_pending(phase: str | None) -> None:
+    t = task({"phase": phase} if phase else None, suspend=True)
+    d = decide(t, Observation(admission=Admission(admitted=True)))
+    assert d.status.phase == Phase.PENDING
+    assert cond(d, "Admitted") == ("False", "Suspended")
+    assert d.actions == ()
+
+
+def test_queued_task_admitted_when_slot_frees() -> None:
+    d = decide(task({"phase": "Queued", "queuePosition": 1}), Observation(admission=Admission(admitted=True)))
+    assert d.status.phase == Phase.PROVISIONING
+    assert d.status.queue_position is None
+
+
+# ------------------------------------------------------------------------ Provisioning
+
+
+def provisioning(**extra: Any) -> dict[str, Any]:
+    return {"phase": "Provisioning", "attempts": 1, "startTime": NOW.isoformat(),
+            "sandbox": {"name": plan.sandbox_name(UID, 1), "state": "creating"}, **extra}
+
+
+def test_provisioning_without_sandbox_creates_it_again_same_attempt() -> None:
+    """A create that failed (or never happened) is retried under the same deterministic name."""
+    d = decide(task(provisioning()), Observation())
+    assert d.actions == (CreateSandbox(name=plan.sandbox_name(UID, 1), attempt=1),)
+    assert d.status.attempts == 1
+
+
+def test_provisioning_sandbox_still_creating_waits() -> None:
+    d = decide(task(provisioning()), Observation(sandbox=started(state="creating")))
+    assert d.actions == ()
+    assert d.status.sandbox is not None and d.status.sandbox.id == "sb1"
+    assert d.status.phase == Phase.PROVISIONING
+
+
+def test_provisioning_sandbox_started_starts_agent() -> None:
+    d = decide(task(provisioning()), Observation(sandbox=started(), session_exists=False))
+    assert d.actions == (StartAgent(sandbox_id="sb1", session_id="agenttask-1", attempt=1),)
+    assert cond(d, "SandboxReady") == ("True", "SandboxCreated")
+
+
+def test_command_running_moves_to_running() -> None:
+    d = decide(task(provisioning()), Observation(sandbox=started(), command=CommandObs("c1", None)))
+    assert d.status.phase == Phase.RUNNING
+    assert cond(d, "AgentRunning") == ("True", "AgentStarted")
+    assert d.status.agent is not None and d.status.agent.command_id == "c1"
+    assert d.status.running_time == NOW
+    assert d.actions == ()
+
+
+def test_confirmed_sandbox_missing_is_a_lost_attempt() -> None:
+    t = task({**provisioning(), "sandbox": {"id": "sb1", "name": plan.sandbox_name(UID, 1)}})
+    d = decide(t, Observation())
+    assert d.status.attempts == 2
+    assert d.status.reason == "SandboxLost"
+    assert d.actions == (DeleteSandbox(name=plan.sandbox_name(UID, 1), reason="lost"),
+                         CreateSandbox(name=plan.sandbox_name(UID, 2), attempt=2))
+
+
+# ----------------------------------------------------------------------------- Running
+
+
+def test_running_command_still_running_polls_with_growing_interval() -> None:
+    d = decide(task(running_status()), Observation(sandbox=started(), command=CommandObs("c1", None)))
+    assert d.status.phase == Phase.RUNNING
+    assert d.actions == ()
+    assert d.requeue_after is not None and 2 <= d.requeue_after <= 15
+
+
+def test_running_exit_zero_succeeds_and_deletes_sandbox() -> None:
+    result = Result(outcome="PullRequestOpened", branch="agenttask/1-x", commit="abc", pull_request_url="http://pr/1")
+    d = decide(task(running_status()), Observation(sandbox=started(), command=CommandObs("c1", 0), result=result))
+    assert d.status.phase == Phase.SUCCEEDED
+    assert cond(d, "Complete") == ("True", "AgentSucceeded")
+    assert cond(d, "AgentRunning") == ("False", "AgentExited")
+    assert d.status.result == result
+    assert d.status.completion_time == NOW
+    assert d.actions == (DeleteSandbox(name=plan.sandbox_name(UID, 1), reason="finished"),)
+
+
+def test_running_exit_zero_without_changes_reports_no_changes() -> None:
+    d = decide(task(running_status()), Observation(sandbox=started(), command=CommandObs("c1", 0),
+                                                   result=Result(outcome="NoChanges")))
+    assert d.status.phase == Phase.SUCCEEDED
+    assert d.status.reason == "NoChanges"
+
+
+def test_running_exit_nonzero_fails_agent_failed_with_exit_code() -> None:
+    d = decide(task(running_status()), Observation(sandbox=started(), command=CommandObs("c1", 3), log_tail="boom"))
+    assert d.status.phase == Phase.FAILED
+    assert cond(d, "Failed") == ("True", "AgentFailed")
+    assert d.status.agent is not None and d.status.agent.exit_code == 3
+    assert d.status.log_tail == "boom"
+    assert "code 3" in (d.status.message or "")
+    assert isinstance(d.actions[0], DeleteSandbox)
+
+
+def test_agent_failure_with_keep_on_failure_stops_and_retains() -> None:
+    t = task(running_status(), sandbox={"keepOnFailure": True, "keepForSeconds": 120})
+    d = decide(t, Observation(sandbox=started(), command=CommandObs("c1", 1)))
+    assert d.actions == (StopSandbox(name=plan.sandbox_name(UID, 1)),)
+    assert d.status.sandbox is not None and d.status.sandbox.retain_until == NOW + dt.timedelta(seconds=120)
+    assert d.release_slot
+
+
+@pytest.mark.parametrize("state", ["stopped", "error", "build_failed", "destroyed", "archived"])
+def test_running_sandbox_in_dead_state_is_lost(state: str) -> None:
+    d = decide(task(running_status()), Observation(sandbox=started(state=state)))
+    assert d.status.reason == "SandboxLost"
+    assert d.status.attempts == 2
+    assert cond(d, "SandboxReady") == ("False", "SandboxLost")
+    assert cond(d, "AgentRunning") == ("False", "SandboxLost")
+
+
+def test_running_sandbox_gone_is_lost() -> None:
+    d = decide(task(running_status()), Observation())
+    assert d.status.attempts == 2
+    assert d.status.phase == Phase.PROVISIONING
+    assert d.status.agent is None
+
+
+def test_running_command_vanished_is_lost() -> None:
+    d = decide(task(running_status()), Observation(sandbox=started(), session_exists=False))
+    assert d.status.reason == "SandboxLost"
+
+
+def test_lost_beyond_backoff_limit_fails() -> None:
+    t = task(running_status(attempt=1), backoffLimit=0)
+    d = decide(t, Observation())
+    assert d.status.phase == Phase.FAILED
+    assert d.status.reason == "BackoffLimitExceeded"
+    assert cond(d, "Failed") == ("True", "BackoffLimitExceeded")
+
+
+def test_lost_within_backoff_limit_counts_attempts() -> None:
+    t = task(running_status(attempt=3), backoffLimit=3)
+    d = decide(t, Observation())
+    assert d.status.attempts == 4
+    t4 = task(running_status(attempt=4), backoffLimit=3)
+    assert decide(t4, Observation()).status.reason == "BackoffLimitExceeded"
+
+
+def test_deadline_exceeded_fails_and_deletes_sandbox() -> None:
+    t = task({**running_status(), "startTime": (NOW - dt.timedelta(seconds=21)).isoformat()},
+             activeDeadlineSeconds=20)
+    d = decide(t, Observation(sandbox=started(), command=CommandObs("c1", None)))
+    assert d.status.phase == Phase.FAILED
+    assert d.status.reason == "DeadlineExceeded"
+    assert d.actions == (DeleteSandbox(name=plan.sandbox_name(UID, 1), reason="finished"),)
+
+
+def test_running_wait_never_passes_the_deadline() -> None:
+    t = task({**running_status(), "startTime": (NOW - dt.timedelta(seconds=19)).isoformat(),
+              "runningTime": (NOW - dt.timedelta(hours=1)).isoformat()}, activeDeadlineSeconds=20)
+    d = decide(t, Observation(sandbox=started(), command=CommandObs("c1", None)))
+    assert d.requeue_after is not None and d.requeue_after <= 1.0
+
+
+def test_log_tail_is_throttled() -> None:
+    t = task(running_status(logTail="old"))
+    recent = Observation(sandbox=started(), command=CommandObs("c1", None), log_tail="new",
+                         last_log_write=NOW - dt.timedelta(seconds=2))
+    assert decide(t, recent).status.log_tail == "old"
+    due = Observation(sandbox=started(), command=CommandObs("c1", None), log_tail="new",
+                      last_log_write=NOW - dt.timedelta(seconds=11))
+    assert decide(t, due).status.log_tail == "new"
+
+
+# ---------------------------------------------------------------------------- terminal
+
+
+def finished(**sandbox: Any) -> dict[str, Any]:
+    return {"phase": "Succeeded", "attempts": 1, "reason": "AgentSucceeded",
+            "sandbox": {"id": "sb1", "name": plan.sandbox_name(UID, 1), **sandbox}}
+
+
+def test_finished_with_sandbox_still_there_deletes_it() -> None:
+    d = decide(task(finished()), Observation(sandbox=started()))
+    assert d.actions == (DeleteSandbox(name=plan.sandbox_name(UID, 1), reason="finished"),)
+    assert d.status.phase == Phase.SUCCEEDED
+
+
+def test_finished_sandbox_gone_is_recorded_and_slot_released() -> None:
+    d = decide(task(finished()), Observation())
+    assert d.status.sandbox is not None and d.status.sandbox.deleted is True
+    assert d.release_slot
+    assert not plan.needs_supervision(task(d.status.dump()))
+
+
+def test_kept_sandbox_deleted_when_retention_ends() -> None:
+    kept = task(finished(retainUntil=(NOW - dt.timedelta(seconds=1)).isoformat()))
+    assert decide(kept, Observation(sandbox=started(state="stopped"))).actions == (
+        DeleteSandbox(name=plan.sandbox_name(UID, 1), reason="retention-expired"),)
+    waiting = task(finished(retainUntil=(NOW + dt.timedelta(seconds=50)).isoformat()))
+    d = decide(waiting, Observation(sandbox=started(state="stopped")))
+    assert d.actions == ()
+    assert d.requeue_after == 50
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+@pytest.mark.parametrize("obs", [Observation(), Observation(sandbox=started()),
+                                 Observation(sandbox=started(), command=CommandObs("c1", 0))])
+def test_terminal_phase_is_never_left(phase: str, obs: Observation) -> None:
+    d = decide(task({**finished(), "phase": phase}), obs)
+    assert d.status.phase == Phase(phase)
+    assert not any(isinstance(a, CreateSandbox | StartAgent) for a in d.actions)
+
+
+def test_fail_helper_for_missing_secret() -> None:
+    d = plan.fail(task(provisioning()), reason="SecretNotFound", message="Secret ns/x not found", now=NOW,
+                  config=CONFIG)
+    assert d.status.phase == Phase.FAILED
+    assert cond(d, "Failed") == ("True", "SecretNotFound")
+
+
+def test_condition_transition_time_kept_when_status_unchanged() -> None:
+    first = decide(task(provisioning()), Observation(sandbox=started()))
+    ready = first.status.condition("SandboxReady")
+    assert ready is not None and ready.status == ConditionStatus.TRUE
+    later = plan.decide(task(first.status.dump()), Observation(sandbox=started(), command=CommandObs("c1", None)),
+                        now=NOW + dt.timedelta(minutes=5), config=CONFIG)
+    again = later.status.condition("SandboxReady")
+    assert again is not None and again.last_transition_time == ready.last_transition_time
