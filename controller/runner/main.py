@@ -1,0 +1,207 @@
+"""The runner's steps, in order: context → checkout → branch → agent → commit/push → PR or comment.
+
+`main()` is the whole program: it maps every anticipated failure to its exit code and a `Failed`
+result.json, and an unanticipated one to exit 70. The steps themselves live in `context`,
+`git`, `agent`, `github` and `result`; this module only sequences them and composes the texts
+(commit message, pull request body, issue comment) — never from issue text except the title,
+which only goes into files and HTTP bodies.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+
+from .agent import agent_env, run_agent
+from .context import TOKEN_ENV, Context, GitHubRepo, context_dir, load_context
+from .errors import ContextError, ExitCode, RunnerError
+from .git import (
+    Git,
+    changed_files,
+    commit_all,
+    ensure_checkout,
+    git_path,
+    has_uncommitted_changes,
+    push_branch,
+    start_branch,
+    write_askpass,
+)
+from .github import GitHubClient
+from .log import REDACTOR, log
+from .result import Outcome, Result, clip, write_result
+
+TITLE_CHARS = 200
+
+
+def main() -> int:
+    environ = dict(os.environ)
+    REDACTOR.add(environ.get(TOKEN_ENV))
+    cwd = Path.cwd()
+    result = Result()
+    try:
+        code = _run(environ, cwd, result)
+    except RunnerError as e:
+        log(f"failed: {e}")
+        result.outcome, result.error, code = Outcome.FAILED, REDACTOR.text(str(e)), int(e.exit_code)
+    except Exception as e:
+        log(f"internal error:\n{traceback.format_exc()}")
+        result.outcome, result.error = Outcome.FAILED, REDACTOR.text(f"internal error: {e!r}")
+        code = int(ExitCode.INTERNAL)
+    _save(context_dir(environ, cwd), result)
+    log(f"done: {result.outcome} (exit {code})")
+    return code
+
+
+def _run(environ: Mapping[str, str], cwd: Path, result: Result) -> int:
+    ctx = load_context(environ, cwd)
+    log(f"task {ctx.task.namespace}/{ctx.task.name} uid {ctx.task.uid} attempt {ctx.task.attempt}")
+    with tempfile.TemporaryDirectory(prefix="agenttask-runner-") as private:  # mode 0700
+        runtime = Path(private)
+        askpass = write_askpass(runtime) if ctx.token else None
+        git = Git(environ=environ, token=ctx.token, username=ctx.git_username, askpass=askpass)
+        return _run_task(ctx, git, environ=environ, runtime=runtime, result=result)
+
+
+def _run_task(ctx: Context, git: Git, *, environ: Mapping[str, str], runtime: Path, result: Result) -> int:
+    checkout = ctx.repository.dir
+    ensure_checkout(git, ctx.repository)
+    if git.run("check-ref-format", "--branch", ctx.branch, cwd=checkout, check=False).returncode:
+        raise ContextError(f"{ctx.branch!r} is not a valid branch name (check pullRequest.branchPrefix)")
+    base = start_branch(git, checkout, ctx.branch)
+    log(f"working on branch {ctx.branch} from {base[:12]}")
+    _exclude_context_dir(git, checkout, ctx.dir)
+
+    # The agent may rewrite .git/config (remotes, insteadOf, helpers): put ours back after it.
+    config = git_path(git, checkout, "config")
+    saved_config = _read(config)
+    ctx.summary_file.unlink(missing_ok=True)
+    run = run_agent(
+        ctx.agent.command, cwd=_agent_cwd(ctx, checkout), env=agent_env(environ, ctx),
+        stdin_file=ctx.prompt_file,
+    )
+    if saved_config is not None and _read(config) != saved_config:
+        log("the agent changed the repository's git config; restoring it")
+        config.write_bytes(saved_config)
+    result.agent_exit_code = run.exit_code
+    result.summary = _summary(ctx, run.stdout_tail)
+    if run.exit_code != 0:
+        result.outcome = Outcome.FAILED
+        result.error = run.error or f"the agent exited with code {run.exit_code}"
+        return run.exit_code
+
+    if has_uncommitted_changes(git, checkout):
+        message = runtime / "commit-message.txt"
+        message.write_text(_commit_message(ctx, result.summary), encoding="utf-8")
+        commit_all(git, checkout, message)
+    head = git.out("rev-parse", "--verify", "HEAD", cwd=checkout)
+    github = _github(ctx)
+    if head == base:
+        return _no_changes(ctx, github, result)
+
+    result.changed_files = changed_files(git, checkout, base, head)
+    log(f"committed {head[:12]} ({len(result.changed_files)} files changed)")
+    push_branch(git, checkout, ctx.repository.url, ctx.branch)
+    result.branch, result.commit, result.outcome = ctx.branch, head, Outcome.CHANGES_PUSHED
+    if github is not None and ctx.pull_request.create:
+        client, repo = github
+        pull = client.create_pull(
+            repo.owner, repo.repo, head=ctx.branch, base=ctx.repository.base_branch,
+            title=_subject(ctx), body=_pull_body(ctx, result.summary), draft=ctx.pull_request.draft,
+        )
+        result.pull_request_url = str(pull.get("html_url") or "") or None
+        result.outcome = Outcome.PULL_REQUEST_OPENED
+        log(f"opened pull request {result.pull_request_url}")
+    return int(ExitCode.OK)
+
+
+def _no_changes(ctx: Context, github: tuple[GitHubClient, GitHubRepo] | None, result: Result) -> int:
+    result.outcome = Outcome.NO_CHANGES
+    log("the agent made no changes")
+    if github is not None and ctx.issue is not None:
+        client, repo = github
+        answer = result.summary or "_The agent finished without an answer._"
+        footer = f"AgentTask `{ctx.task.namespace}/{ctx.task.name}` made no changes to the repository."
+        client.comment_issue(repo.owner, repo.repo, ctx.issue.number, f"{answer}\n\n---\n{footer}")
+        log(f"commented the agent's answer on issue #{ctx.issue.number}")
+    return int(ExitCode.OK)
+
+
+def _github(ctx: Context) -> tuple[GitHubClient, GitHubRepo] | None:
+    """The API client and repository when GitHub is configured (API URL and task.json `github`)."""
+    if ctx.api_url is None or ctx.github is None:
+        return None
+    return GitHubClient(api_url=ctx.api_url, token=ctx.token), ctx.github
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _agent_cwd(ctx: Context, checkout: Path) -> Path:
+    if ctx.agent.working_dir is None:
+        return checkout
+    path = checkout / ctx.agent.working_dir  # an absolute workingDir replaces the checkout
+    if not path.is_dir():
+        raise ContextError(f"agent.workingDir {path} is not a directory")
+    return path
+
+
+def _exclude_context_dir(git: Git, checkout: Path, ctx_dir: Path) -> None:
+    """Keep the context dir (prompt, result.json, runner.pyz) out of commits if it is inside the checkout."""
+    if not ctx_dir.is_relative_to(checkout):
+        return
+    exclude = git_path(git, checkout, "info/exclude")
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    with exclude.open("a", encoding="utf-8") as f:
+        f.write(f"\n/{ctx_dir.relative_to(checkout).as_posix()}/\n")
+
+
+def _summary(ctx: Context, stdout_tail: bytes) -> str:
+    """summary.md if the agent wrote one, else the tail of its stdout; redacted, ≤ 4 KiB."""
+    try:
+        written = ctx.summary_file.read_bytes().decode("utf-8", "replace").strip()
+    except FileNotFoundError:
+        written = ""
+    except OSError as e:
+        log(f"ignoring {ctx.summary_file}: {e}")
+        written = ""
+    if written:
+        return REDACTOR.text(clip(written, keep="head"))
+    return REDACTOR.text(clip(stdout_tail.decode("utf-8", "replace"), keep="tail").strip())
+
+
+def _subject(ctx: Context) -> str:
+    if ctx.issue is None:
+        return f"AgentTask {ctx.task.namespace}/{ctx.task.name}"
+    title = " ".join(ctx.issue.title.split())[:TITLE_CHARS]
+    return f"Fix #{ctx.issue.number}: {title}" if title else f"Fix #{ctx.issue.number}"
+
+
+def _commit_message(ctx: Context, summary: str) -> str:
+    parts = [_subject(ctx), summary, f"AgentTask-UID: {ctx.task.uid}"]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _pull_body(ctx: Context, summary: str) -> str:
+    parts = [
+        f"Closes #{ctx.issue.number}" if ctx.issue else "",
+        summary,
+        f"---\nOpened by AgentTask `{ctx.task.namespace}/{ctx.task.name}` (attempt {ctx.task.attempt}).",
+    ]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _save(ctx_dir: Path, result: Result) -> None:
+    if not ctx_dir.is_dir():
+        log(f"cannot write result.json: {ctx_dir} is not a directory")
+        return
+    try:
+        write_result(ctx_dir / "result.json", result)
+    except OSError as e:
+        log(f"cannot write result.json: {e}")

@@ -1,0 +1,228 @@
+"""Failure paths of the runner: each maps to its documented exit code and a `Failed` result.json."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.github import FakeGitHub
+from tests.runner.conftest import AGENT_PRELUDE, TOKEN, UID, Sandbox
+
+
+async def test_missing_context_dir_exits_64_without_a_result(sandbox: Sandbox) -> None:
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == 64
+    assert run.result is None
+    assert b"agenttask-runner: failed:" in run.stderr
+    assert b"task.json does not exist" in run.stderr
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        *parents, leaf = path.split(".")
+        for key in parents:
+            doc = doc[key]
+        doc[leaf] = value
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (_set("repository", None), "repository must be an object"),
+    (_set("task.attempt", "1"), "task.attempt must be an integer"),
+    (_set("issue.number", True), "issue.number must be an integer"),
+    (_set("agent.command", "claude -p"), "agent.command must be a non-empty list"),
+    (_set("pullRequest.draft", "yes"), "pullRequest.draft must be a boolean"),
+    (_set("repository.url", "https://user:secret@github.com/acme/widgets"), "must not carry credentials"),
+    (_set("pullRequest.branchPrefix", "bad..prefix/"), "is not a valid branch name"),
+    (_set("agent.workingDir", "no/such/dir"), "is not a directory"),
+])
+async def test_bad_task_json_exits_64(
+    sandbox: Sandbox, edit: Callable[[dict[str, Any]], None], message: str,
+) -> None:
+    sandbox.write_context(command=sandbox.agent("pass"))
+    task_file = sandbox.ctx / "task.json"
+    doc = json.loads(task_file.read_text())
+    edit(doc)
+    task_file.write_text(json.dumps(doc))
+
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == 64, run.stderr.decode()
+    assert run.result is not None
+    assert run.result["outcome"] == "Failed"
+    assert message in run.result["error"]
+    assert "secret@" not in run.result["error"]
+
+
+@pytest.mark.parametrize("missing", ["prompt.md", "issue.md"])
+async def test_missing_context_file_exits_64(sandbox: Sandbox, missing: str) -> None:
+    sandbox.write_context(command=sandbox.agent("pass"))
+    (sandbox.ctx / missing).unlink()
+
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == 64
+    assert run.result is not None
+    assert missing in run.result["error"]
+
+
+async def test_unparseable_task_json_exits_64(sandbox: Sandbox) -> None:
+    sandbox.write_context(command=sandbox.agent("pass"))
+    (sandbox.ctx / "task.json").write_bytes(b"{not json")
+
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == 64
+    assert run.result is not None
+    assert "cannot read task.json" in run.result["error"]
+
+
+async def test_clone_failure_exits_74(sandbox: Sandbox) -> None:
+    sandbox.write_context(command=sandbox.agent("pass"), repo_url=(sandbox.home / "nowhere.git").as_uri())
+
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == 74
+    assert run.result is not None
+    assert run.result["outcome"] == "Failed"
+    assert run.result["error"].startswith("git clone failed")
+
+
+async def test_push_failure_exits_74_after_the_agent_succeeded(sandbox: Sandbox) -> None:
+    sandbox.extra_env["ORIGIN"] = str(sandbox.origin.bare)
+    sandbox.write_context(command=sandbox.agent("""
+        os.rename(os.environ["ORIGIN"], os.environ["ORIGIN"] + ".gone")
+        pathlib.Path("README.md").write_text("changed\\n")
+        print("made a change")
+    """))
+
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == 74
+    assert run.result is not None
+    assert run.result["outcome"] == "Failed"
+    assert run.result["error"].startswith("git push failed")
+    assert run.result["agentExitCode"] == 0
+    assert run.result["summary"] == "made a change"
+    assert run.result["branch"] is None
+
+
+async def test_github_failure_exits_69_and_keeps_the_pushed_branch(
+    gh_sandbox: Sandbox, github: FakeGitHub,
+) -> None:
+    github.token = "another-token"  # the runner's token is refused by the API
+    gh_sandbox.write_context(command=gh_sandbox.agent("""
+        pathlib.Path("README.md").write_text("changed\\n")
+    """))
+
+    run = await asyncio.to_thread(gh_sandbox.run)
+
+    assert run.returncode == 69
+    assert run.result is not None
+    assert run.result["outcome"] == "Failed"
+    assert "HTTP 401: Bad credentials" in run.result["error"]
+    assert run.result["branch"] == f"agenttask/42-{UID[:8]}"
+    assert run.result["commit"]
+    assert len(github.requests) == 1  # a 401 is not retried
+    assert TOKEN.encode() not in run.stderr
+
+
+@pytest.mark.parametrize(("agent", "code"), [("missing", 127), ("killed", 137)])
+async def test_agent_that_cannot_start_or_is_killed(sandbox: Sandbox, agent: str, code: int) -> None:
+    killed = sandbox.agent("import signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    sandbox.write_context(command=["/nonexistent/agent"] if agent == "missing" else killed)
+
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == code
+    assert run.result is not None
+    assert run.result["outcome"] == "Failed"
+    assert run.result["agentExitCode"] == code
+
+
+async def test_default_agent_is_claude_code_headless(sandbox: Sandbox) -> None:
+    claude = sandbox.bin / "claude"  # first on PATH: stands in for Claude Code
+    claude.write_text(f"#!{sys.executable}\n" + AGENT_PRELUDE + (
+        "(OUT / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n"
+        "(OUT / 'stdin').write_bytes(sys.stdin.buffer.read())\n"
+        "print('nothing to change')\n"
+    ))
+    claude.chmod(0o755)
+    sandbox.write_context(command=None, github=False)
+
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == 0, run.stderr.decode()
+    assert json.loads((sandbox.out / "argv.json").read_text()) == [
+        "-p", "--output-format", "text", "--permission-mode", "acceptEdits"]
+    assert (sandbox.out / "stdin").read_bytes() == (sandbox.ctx / "prompt.md").read_bytes()
+    claude.unlink()
+
+    missing = await asyncio.to_thread(sandbox.run)
+
+    assert missing.returncode == 127
+    assert missing.result is not None
+    assert missing.result["error"] == "agent command not found: claude"
+
+
+async def test_sigterm_is_forwarded_to_the_agent(sandbox: Sandbox) -> None:
+    sandbox.write_context(command=sandbox.agent("""
+        import time
+        (OUT / "started").write_text("yes")
+        time.sleep(60)
+    """))
+    proc = subprocess.Popen(sandbox.argv(), cwd=sandbox.home, env=sandbox.env(zipapp=False),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(500):
+        if (sandbox.out / "started").exists():
+            break
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+
+    _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
+
+    assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()
+    result = json.loads((sandbox.ctx / "result.json").read_text())
+    assert result["outcome"] == "Failed"
+    assert result["agentExitCode"] == 128 + signal.SIGTERM
+
+
+async def test_processes_the_agent_leaves_behind_are_killed(sandbox: Sandbox) -> None:
+    sandbox.write_context(github=False, command=sandbox.agent("""
+        # A straggler that holds our stdout and would write into the checkout after the commit.
+        straggler = subprocess.Popen([sys.executable, "-c",
+            "import pathlib, time; time.sleep(30); pathlib.Path('late.txt').write_text('late')"])
+        (OUT / "straggler").write_text(str(straggler.pid))
+        pathlib.Path("README.md").write_text("changed\\n")
+    """))
+    started = time.monotonic()
+
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == 0, run.stderr.decode()
+    assert time.monotonic() - started < 5  # not waiting for the straggler's pipe to close
+    assert run.result is not None
+    assert run.result["changedFiles"] == ["README.md"]
+    status = Path(f"/proc/{(sandbox.out / 'straggler').read_text()}/status")
+
+    def dead() -> bool:  # gone, or a zombie nobody has reaped yet
+        try:
+            return "State:\tZ" in status.read_text()
+        except FileNotFoundError:
+            return True
+
+    for _ in range(100):
+        if dead():
+            break
+        await asyncio.sleep(0.02)
+    assert dead()
