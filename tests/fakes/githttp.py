@@ -17,9 +17,10 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from aiohttp import web
+
+from tests.fakes.server import LocalServer
 
 
 @dataclass(frozen=True)
@@ -29,33 +30,21 @@ class GitRequest:
     username: str | None  # the Basic username if the credentials were right, else None
 
 
-class GitHttpServer:
+class GitHttpServer(LocalServer):
     def __init__(self, root: Path, *, username: str, password: str) -> None:
+        super().__init__()
         self.root = root
         self.username = username
         self.password = password
         self.requests: list[GitRequest] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    async def __aenter__(self) -> GitHttpServer:
+    # Request bodies go to git untouched; http-backend inflates gzip itself.
+    runner_options = {"auto_decompress": False}
+
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_route("*", "/{path:.*}", self._handle)
-        # Request bodies go to git untouched; http-backend inflates gzip itself.
-        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     def repo_url(self, name: str) -> str:
         return f"{self.url}/{name}"

@@ -23,7 +23,6 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from multidict import CIMultiDict
 
 from tests.fakes.appjwt import app_jwt_problem, app_public_key
+from tests.fakes.server import LocalServer
 
 DOCS = "https://docs.github.com/rest"
 _SECRET_HEADERS = frozenset({"authorization", "cookie"})
@@ -117,13 +117,14 @@ def _now_iso(offset: float = 0.0) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeGitHub:
+class FakeGitHub(LocalServer):
     """An in-memory GitHub REST API on 127.0.0.1; use as `async with FakeGitHub(token=...) as gh`."""
 
     def __init__(
         self, token: str | None = None, app_id: int | None = None,
         app_private_key_pem: bytes | str | None = None,
     ) -> None:
+        super().__init__()
         self.token = token
         self.app_id = app_id
         self._app_key: rsa.RSAPublicKey | None = None
@@ -134,12 +135,8 @@ class FakeGitHub:
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._faults: list[_Fault] = []
         self._ids = itertools.count(1001)
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> FakeGitHub:
+    def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         r = app.router
         r.add_post("/app/installations/{installation}/access_tokens", self._access_token)
@@ -150,20 +147,7 @@ class FakeGitHub:
         r.add_get("/repos/{owner}/{repo}/pulls", self._list_pulls)
         r.add_post("/repos/{owner}/{repo}/pulls", self._create_pull)
         r.add_get("/repos/{owner}/{repo}/collaborators/{user}/permission", self._permission)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
     # -------------------------------------------------------------------- seeding
 
