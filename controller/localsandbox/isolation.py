@@ -1,0 +1,161 @@
+"""How sandbox commands are launched: plain host processes or bubblewrap (``bwrap``).
+
+Does: probe once at start whether bubblewrap is installed *and* works here (user namespaces
+are often unavailable in containers) by running a real command through the exact argv
+`build_launch` produces; choose ``bwrap`` or ``plain``; and build the argv/env/cwd of a
+command for either mode. Commands always run as ``bash -c <command>`` (``sh`` if there is no
+bash): running a shell command is what the exec/session APIs are for.
+
+* plain: the command runs on the host as the server's user, in ``<root>/<id>/<cwd>``, with
+  ``HOME=<root>/<id>/home/<user>`` and ``TMPDIR=<root>/<id>/tmp``; it sees host paths, so
+  in-sandbox absolute paths (``/workspace``) are NOT remapped for it (file APIs do remap).
+  ``networkBlockAll`` is not enforced.
+* bwrap: system directories are bound read-only, every top-level entry of the sandbox
+  directory is bound at ``/<entry>`` (so ``/home/<user>``, ``/workspace``, ``/tmp`` are the
+  sandbox's), PID/IPC/UTS namespaces are private, ``networkBlockAll`` unshares the network.
+
+The environment is built from scratch (PATH, LANG, HOME, USER, TMPDIR, DAYTONA_SANDBOX_*,
+then the sandbox env, then per-request env): the server's own environment (which may hold
+API keys) is never passed through.
+
+Does not: start or track processes (see `processes`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt")
+_RESERVED_TOP = frozenset({"usr", "bin", "sbin", "lib", "lib32", "lib64", "etc", "proc", "dev", "sys", "opt"})
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """The chosen launch mode and why."""
+
+    mode: str  # "plain" | "bwrap"
+    reason: str
+    bwrap: str | None = None
+
+    def describe(self) -> str:
+        """One line for the startup notice."""
+        return f"isolation={self.mode} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """Everything about the sandbox a command needs to be launched."""
+
+    sandbox_id: str
+    root: str  # host directory of the sandbox
+    user: str
+    cwd: str  # in-sandbox path, already validated
+    env: dict[str, str] = field(default_factory=dict)
+    snapshot: str | None = None
+    network_block_all: bool = False
+
+
+@dataclass(frozen=True)
+class Launch:
+    """argv, environment and host working directory of one process."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+
+
+def shell() -> str:
+    """The shell commands run under."""
+    return shutil.which("bash") or "/bin/sh"
+
+
+def home_of(user: str) -> str:
+    """In-sandbox home directory of `user`."""
+    return "/root" if user == "root" else f"/home/{user}"
+
+
+def _base_env(ctx: LaunchContext, home: str, tmp: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "HOME": home,
+        "USER": ctx.user,
+        "LOGNAME": ctx.user,
+        "TMPDIR": tmp,
+        "DAYTONA_SANDBOX_ID": ctx.sandbox_id,
+        "DAYTONA_SANDBOX_USER": ctx.user,
+    }
+    if ctx.snapshot:
+        env["DAYTONA_SANDBOX_SNAPSHOT"] = ctx.snapshot
+    env.update(ctx.env)
+    return env
+
+
+def _host(root: str, virtual: str) -> str:
+    return os.path.join(root, virtual.lstrip("/"))
+
+
+def build_launch(iso: Isolation, ctx: LaunchContext, command: str) -> Launch:
+    """The argv/env/cwd that run `command` in the sandbox described by `ctx`."""
+    home = home_of(ctx.user)
+    if iso.mode != "bwrap" or iso.bwrap is None:
+        env = _base_env(ctx, _host(ctx.root, home), os.path.join(ctx.root, "tmp"))
+        return Launch([shell(), "-c", command], env, _host(ctx.root, ctx.cwd))
+    argv = [iso.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    if ctx.network_block_all:
+        argv.append("--unshare-net")
+    for path in _SYSTEM_DIRS:
+        argv += ["--ro-bind-try", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    try:
+        entries = sorted(os.listdir(ctx.root))
+    except OSError:
+        entries = []
+    for entry in entries:
+        if entry not in _RESERVED_TOP and os.path.isdir(os.path.join(ctx.root, entry)):
+            argv += ["--bind", os.path.join(ctx.root, entry), "/" + entry]
+    argv += ["--chdir", ctx.cwd, "--", shell(), "-c", command]
+    return Launch(argv, _base_env(ctx, home, "/tmp"), ctx.root)  # noqa: S108 - the sandbox's own /tmp
+
+
+def _probe_bwrap(bwrap: str) -> str | None:
+    """None if bwrap can run a command the way `build_launch` does, else why not."""
+    with tempfile.TemporaryDirectory(prefix="localsandbox-probe-") as root:
+        os.makedirs(os.path.join(root, "home", "probe"))
+        os.makedirs(os.path.join(root, "tmp"))
+        iso = Isolation("bwrap", "probe", bwrap)
+        ctx = LaunchContext(sandbox_id="probe", root=root, user="probe", cwd="/home/probe")
+        launch = build_launch(iso, ctx, 'echo ok > "$HOME/probe.txt"')
+        try:
+            proc = subprocess.run(
+                launch.argv, env=launch.env, cwd=launch.cwd, capture_output=True, timeout=15, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bwrap probe failed: {exc}"
+        marker = os.path.join(root, "home", "probe", "probe.txt")
+        if proc.returncode != 0 or not os.path.exists(marker):
+            detail = proc.stderr.decode(errors="replace").strip().splitlines()
+            return f"bwrap probe failed: {detail[-1] if detail else f'exit {proc.returncode}'}"
+    return None
+
+
+def choose_isolation(requested: str = "auto") -> Isolation:
+    """Pick the launch mode: ``auto`` uses bwrap when it works, ``plain``/``bwrap`` force one.
+
+    Forcing ``bwrap`` when it does not work raises `RuntimeError`.
+    """
+    if requested not in ("auto", "plain", "bwrap"):
+        raise ValueError("isolation must be auto, plain or bwrap")
+    if requested == "plain":
+        return Isolation("plain", "requested")
+    bwrap = shutil.which("bwrap")
+    problem = "bwrap not installed" if bwrap is None else _probe_bwrap(bwrap)
+    if problem is None:
+        return Isolation("bwrap", "bubblewrap works", bwrap)
+    if requested == "bwrap":
+        raise RuntimeError(problem)
+    return Isolation("plain", problem)

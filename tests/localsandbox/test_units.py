@@ -1,0 +1,250 @@
+"""The pure parts of the sandbox server, tested directly (no HTTP, no processes)."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daytona_api_client_async import models as api
+
+from controller.localsandbox import ObservedResponse
+from controller.localsandbox.errors import ApiError
+from controller.localsandbox.faults import FaultInjector, parse_error_flag, parse_faults, parse_latency_flag
+from controller.localsandbox.gitclone import check_ref, check_url, classify_failure, redact
+from controller.localsandbox.isolation import Isolation, LaunchContext, build_launch, choose_isolation
+from controller.localsandbox.lifecycle import TransitionError, check_transition, collect_due, next_action
+from controller.localsandbox.listing import page, parse_list_query
+from controller.localsandbox.logstore import STDERR, STDOUT, LogWriter, read_records, read_snapshot
+from controller.localsandbox.models import SandboxRecord, parse_create_request, sandbox_dto, sandbox_list_item
+from controller.localsandbox.paths import PathError, virtual_path
+
+from .contract import Contract, drift, uncovered_operations
+
+
+def record(i: int, **kw: object) -> SandboxRecord:
+    base: dict[str, Any] = dict(
+        id=f"id-{i:03d}", name=f"sb-{i:03d}", organization_id="org", snapshot="daytona-small", user="daytona",
+        env={}, labels={"k": "v" if i % 2 else "w"}, target="local", cpu=1, gpu=0, memory=1, disk=3, seq=i,
+        created_at=1_700_000_000.0 + i, created_mono=100.0, activity_mono=100.0, state="started",
+    )
+    base.update(kw)
+    return SandboxRecord(**base)
+
+
+# faults ------------------------------------------------------------------------------------
+
+
+def test_fault_settings_roundtrip_and_validation() -> None:
+    spec = {"latency": {"create": 0.09, "*": 0.02}, "errors": {"create": {"rate": 0.3, "status": 503}},
+            "rate_limit": {"rate": 0.2, "retry_after": 1}, "seed": 4}
+    faults, lose = parse_faults({**spec, "lose": ["a"]})
+    assert lose == ["a"]
+    assert parse_faults(faults.to_json())[0] == faults
+    assert faults.latency_for("get") == 0.02
+    assert faults.latency_for("pool_create") == 0.02  # falls back to "*", never to "create"
+    for bad in ({"latency": {"nope": 1}}, {"errors": {"get": {"rate": 2}}}, {"errors": {"get": {"status": 200}}},
+                {"errors": {"get": {"state": "error"}}}, {"whatever": 1}, {"rate_limit": {"ops": ["x"]}}):
+        with pytest.raises(ValueError):  # noqa: PT011 - each message is specific
+            parse_faults(bad)
+    assert parse_latency_flag("*=0.5") == ("*", 0.5)
+    op, err = parse_error_flag("create=0.3:503")
+    assert (op, err.rate, err.status) == ("create", 0.3, 503)
+
+
+def test_seeded_decisions_are_reproducible_and_admin_is_never_faulted() -> None:
+    faults, _ = parse_faults({"errors": {"*": {"rate": 0.5}}, "rate_limit": {"rate": 0.2}})
+
+    def draws(seed: int) -> list[str]:
+        inj = FaultInjector(faults, seed=seed)
+        out = []
+        for _ in range(50):
+            d = inj.decide("get")
+            out.append("429" if d.retry_after is not None else ("err" if d.error else "ok"))
+        return out
+
+    assert draws(7) == draws(7)
+    assert draws(7) != draws(8)
+    assert {"429", "err", "ok"} == set(draws(7))
+    assert FaultInjector(faults, seed=1).decide("admin_stats").error is None
+    assert FaultInjector(faults, seed=1).decide("create").latency == 0.0  # create spends its own latency
+
+
+# lifecycle ---------------------------------------------------------------------------------
+
+
+def test_state_machine() -> None:
+    for a, b in [("creating", "started"), ("started", "stopping"), ("stopping", "stopped"),
+                 ("stopped", "starting"), ("starting", "started"), ("stopped", "archived"),
+                 ("error", "destroying"), ("destroying", "destroyed")]:
+        check_transition(a, b)
+    for a, b in [("stopped", "started"), ("destroyed", "started"), ("started", "archived"), ("error", "started")]:
+        with pytest.raises(TransitionError):
+            check_transition(a, b)
+
+
+def test_lifecycle_deadlines() -> None:
+    m = 0.5
+    assert next_action(record(1, auto_stop=0), m) is None
+    due = next_action(record(1, auto_stop=2), m)
+    assert due is not None
+    assert (due.action, due.at) == ("stop", 101.0)
+    stopped = record(2, state="stopped", stopped_mono=200.0, auto_delete=0, auto_archive=10)
+    due = next_action(stopped, m)
+    assert due is not None
+    assert (due.action, due.reason, due.at) == ("destroy", "auto_delete", 200.0)
+    due = next_action(record(3, state="stopped", stopped_mono=200.0, auto_delete=-1, auto_archive=3), m)
+    assert due is not None
+    assert (due.action, due.at) == ("archive", 201.5)
+    due = next_action(record(4, ttl_minutes=1, auto_stop=100), m)
+    assert due is not None
+    assert (due.action, due.reason, due.at) == ("destroy", "ttl", 100.5)
+    items, next_at = collect_due([record(5, auto_stop=1), record(6, auto_stop=4)], now=100.6, minute_seconds=m)
+    assert [d.sandbox_id for d in items] == ["id-005"]
+    assert next_at == 102.0
+
+
+# listing -----------------------------------------------------------------------------------
+
+
+def test_list_query_parsing() -> None:
+    q = parse_list_query([("labels", '{"k": "v"}'), ("states", "started"), ("states", "stopped,error"),
+                          ("limit", "7"), ("sort", "name"), ("order", "asc")])
+    assert q.labels == {"k": "v"}
+    assert q.states == {"started", "stopped", "error"}
+    assert (q.limit, q.sort, q.descending) == (7, "name", False)
+    for bad in ([("labels", "[1]")], [("limit", "0")], [("limit", "201")], [("sort", "x")], [("cursor", "%%%")]):
+        with pytest.raises(ApiError):
+            parse_list_query(bad)
+
+
+def test_cursor_pages_survive_deletions_between_pages() -> None:
+    records = {i: record(i) for i in range(10)}
+    q = parse_list_query([("limit", "4")])
+    first, cursor = page(records.values(), q)
+    assert [r.seq for r in first] == [9, 8, 7, 6]
+    del records[5], records[9]  # one on a later page, one already returned
+    second, cursor = page(records.values(), parse_list_query([("limit", "4"), ("cursor", cursor or "")]))
+    assert [r.seq for r in second] == [4, 3, 2, 1]
+    third, cursor = page(records.values(), parse_list_query([("limit", "4"), ("cursor", cursor or "")]))
+    assert ([r.seq for r in third], cursor) == ([0], None)
+    only_v, _ = page(records.values(), parse_list_query([("labels", '{"k": "v"}')]))
+    assert all(r.labels["k"] == "v" for r in only_v)
+    assert [r.seq for r in only_v] == [7, 3, 1]  # odd ones, minus the deleted 5 and 9
+
+
+# paths, logs, git, isolation, models ---------------------------------------------------------
+
+
+def test_virtual_paths() -> None:
+    home = "/home/daytona"
+    assert virtual_path("/workspace/repo", home) == "/workspace/repo"
+    assert virtual_path("notes/a.txt", home) == "/home/daytona/notes/a.txt"
+    assert virtual_path("../../etc/x", home) == "/etc/x"  # inside the sandbox's own /etc
+    assert virtual_path("/a/./b/../c//d", home) == "/a/c/d"
+    for bad in ("", "/../x", "../../../x", "/a/../../x", "a\x00b"):
+        with pytest.raises(PathError):
+            virtual_path(bad, home)
+
+
+def test_log_records_offsets_and_snapshot(tmp_path: Path) -> None:
+    path = str(tmp_path / "cmd.log")
+    writer = LogWriter(path)
+    writer.append(STDOUT, b"out1\n")
+    writer.append(STDERR, b"err1\n")
+    records, offset = read_records(path, 0)
+    assert records == [(STDOUT, b"out1\n"), (STDERR, b"err1\n")]
+    assert read_records(path, offset) == ([], offset)
+    with open(path, "ab") as fh:  # half a record: not returned until complete
+        fh.write(struct.pack(">BI", STDOUT, 7) + b"par")
+    assert read_records(path, offset) == ([], offset)
+    with open(path, "ab") as fh:
+        fh.write(b"tial")
+    writer.close()
+    assert read_snapshot(path) == ("out1\nerr1\npartial", "out1\npartial", "err1\n")
+    assert read_snapshot(path, cap=3) == ("ial", "ial", "r1\n")
+
+
+def test_git_url_and_ref_checks() -> None:
+    assert check_url("/srv/repo") == "local"
+    assert check_url("file:///srv/repo") == "file"
+    assert check_url("https://github.com/a/b.git") == "https"
+    for bad in ("ssh://h/r", "git@h:r.git", "ext::sh -c x", "--upload-pack=x", "git://h/r", "rel/path", ""):
+        with pytest.raises(ApiError) as caught:
+            check_url(bad)
+        assert caught.value.status == 400
+    check_ref("feature/x-1.2", "branch")
+    for bad in ("-b", "a..b", "a b", "$(x)"):
+        with pytest.raises(ApiError):
+            check_ref(bad, "branch")
+    assert redact("fatal: https://alice:pw@h/r not found") == "fatal: https://***@h/r not found"
+    assert classify_failure("fatal: Authentication failed for 'x'").daemon_code == "GIT_AUTH_FAILED"
+    assert classify_failure("fatal: repository '/x' does not exist").daemon_code == "GIT_REPO_NOT_FOUND"
+    assert classify_failure("warning: Remote branch nope not found in upstream").daemon_code == "GIT_BRANCH_NOT_FOUND"
+
+
+def test_launch_environment_and_bwrap_argv(tmp_path: Path) -> None:
+    os.makedirs(tmp_path / "home" / "daytona")
+    os.makedirs(tmp_path / "workspace")
+    ctx = LaunchContext(sandbox_id="sid", root=str(tmp_path), user="daytona", cwd="/workspace",
+                        env={"A": "1"}, network_block_all=True)
+    os.environ["SECRET_FOR_TEST"] = "x"
+    try:
+        plain = build_launch(Isolation("plain", "test"), ctx, "echo hi")
+    finally:
+        del os.environ["SECRET_FOR_TEST"]
+    assert plain.argv[1:] == ["-c", "echo hi"]
+    assert plain.cwd == str(tmp_path / "workspace")
+    assert plain.env["HOME"] == str(tmp_path / "home" / "daytona")
+    assert plain.env["A"] == "1"
+    assert "SECRET_FOR_TEST" not in plain.env
+    wrapped = build_launch(Isolation("bwrap", "test", "/usr/bin/bwrap"), ctx, "echo hi")
+    joined = " ".join(wrapped.argv)
+    assert wrapped.argv[0] == "/usr/bin/bwrap"
+    assert "--unshare-net" in wrapped.argv
+    assert f"--bind {tmp_path}/workspace /workspace" in joined
+    assert f"--bind {tmp_path}/home /home" in joined
+    assert "--chdir /workspace" in joined
+    assert wrapped.env["HOME"] == "/home/daytona"
+    assert choose_isolation("plain").mode == "plain"
+
+
+def test_create_request_validation_and_renderings() -> None:
+    for bad in ([], {"name": "has space"}, {"name": 5}, {"labels": {"a": 1}}, {"autoStopInterval": -1},
+                {"cpu": True}, {"volumes": [{"volumeId": "x"}]}):
+        with pytest.raises(ApiError):
+            parse_create_request(bad)
+    req = parse_create_request({"name": "ok", "autoDeleteInterval": -5, "ttlMinutes": 3})
+    assert (req.auto_delete, req.ttl_minutes, req.auto_stop) == (-1, 3, 15)
+    rec = record(1, ttl_minutes=3)
+    dto = sandbox_dto(rec, "http://h/toolbox")
+    assert dto["autoDestroyAt"].endswith("Z")
+    assert not drift(api.Sandbox, dto)
+    assert not drift(api.SandboxListItem, sandbox_list_item(rec, "http://h/toolbox"))
+
+
+# the contract checker itself -----------------------------------------------------------------
+
+
+def test_contract_covers_every_operation_and_catches_drift() -> None:
+    assert uncovered_operations() == set()
+    good = sandbox_dto(record(1), "http://h/toolbox")
+    c = Contract()
+
+    def observe(op: str, body: object, status: int = 200) -> list[str]:
+        before = len(c.failures)
+        c.observe(ObservedResponse(op, "GET", "/x", status, "application/json", body, b"{}", False))
+        return c.failures[before:]
+
+    assert observe("get", good) == []
+    assert observe("get", {k: v for k, v in good.items() if k != "toolboxProxyUrl"})
+    assert observe("get", {**good, "cpu": "1"})
+    assert observe("get", {**good, "surprise": 1})
+    assert observe("list", {"items": [sandbox_list_item(record(1), "u")]})  # nextCursor key missing
+    assert observe("list", {"items": [good], "nextCursor": None})  # env/kvm/volumes in a list item
+    assert observe("get", {"statusCode": 404, "message": "m", "error": "Not Found"}, 404) == []
+    assert observe("get", {"message": "m"}, 404)
+    assert observe("exec", {"statusCode": 408, "message": "m", "code": "PROCESS_EXECUTION_TIMEOUT",
+                            "source": "DAYTONA_DAEMON", "path": "/p", "method": "POST", "timestamp": "t"}, 408) == []
