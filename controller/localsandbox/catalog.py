@@ -14,16 +14,19 @@ Does not: create sandboxes or serve HTTP.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import time
 import uuid
 from typing import Any
 
-from .errors import ApiError, bad_request, conflict, not_found
+from .errors import bad_request, conflict, not_found
 from .faults import FaultInjector
 from .layout import make_skeleton, pools_dir, remove_tree
 from .models import DEFAULT_SNAPSHOTS, DEFAULT_USER, SnapshotRecord, WarmPoolRecord, snapshot_dto, warm_pool_dto
+
+log = logging.getLogger("controller.localsandbox")
 
 
 class Catalog:
@@ -200,7 +203,8 @@ class Catalog:
             try:
                 make_skeleton(path, DEFAULT_USER)
             except OSError as exc:
-                raise ApiError(500, f"cannot fill warm pool: {exc}") from exc
+                log.warning("localsandbox: cannot fill warm pool %s: %s", pool_id, exc)
+                return
             self._ready[pool_id].append(path)
 
     async def close(self) -> None:

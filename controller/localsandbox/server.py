@@ -268,7 +268,11 @@ class LocalSandboxServer:
             remove_tree(self.root)
 
     async def __aenter__(self) -> LocalSandboxServer:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
