@@ -70,8 +70,6 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -
     settings.networking.connect_timeout = 10
     settings.watching.inactivity_timeout = 70
     settings.peering.priority = random.randint(1, 32767)
-    settings.peering.name = cfg.peering_name
-    settings.peering.standalone = cfg.standalone
     settings.execution.max_workers = 4
 
     kube = await Kube.connect()

@@ -87,7 +87,9 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-_STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# extra fields a log line may carry (anything else, e.g. kopf's settings dump, is left out)
+_EXTRA_FIELDS = frozenset({"namespace", "name", "uid", "attempt", "sandbox_id", "command_id", "operation",
+                           "delivery_id", "reason"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -100,8 +102,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
+        ref = getattr(record, "k8s_ref", None)  # kopf's per-object logger
+        if isinstance(ref, Mapping):
+            for key in ("namespace", "name", "uid"):
+                if ref.get(key):
+                    payload[key] = ref[key]
         for key, value in vars(record).items():
-            if key not in _STD_ATTRS and not key.startswith("_") and value is not None:
+            if key in _EXTRA_FIELDS and value is not None:
                 payload[key] = redact_obj(value) if isinstance(value, str | Mapping | list) else value
         if record.exc_info:
             payload["exception"] = redact(self.formatException(record.exc_info))

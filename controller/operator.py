@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import warnings
 from typing import Any
 
 from .settings import Settings
@@ -48,7 +49,7 @@ async def serve(settings: Settings, *, stop_flag: asyncio.Event | None = None,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         standalone=settings.standalone,
-        peering_name=settings.peering_name,
+        peering_name=None if settings.standalone else settings.peering_name,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )
@@ -57,6 +58,8 @@ async def serve(settings: Settings, *, stop_flag: asyncio.Event | None = None,
 def run(args: argparse.Namespace) -> int:
     from . import logs
 
+    # kr8s warns about apiserver versions newer than it was tested with; harmless for our calls
+    warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported", category=UserWarning)
     logs.configure(level=logging.DEBUG if args.verbose else logging.INFO, json_format=args.log_format == "json")
     settings = settings_from_args(args)
     asyncio.run(serve(settings))
