@@ -16,6 +16,7 @@ from collections.abc import Sequence
 # sub-command name -> module exposing add_parser() and run()
 _COMMANDS: dict[str, str] = {
     "run": "controller.operator",
+    "demo": "controller.demo",
     "dev-cluster": "controller.devcluster.cli",
     "sandbox-server": "controller.localsandbox.cli",
 }

@@ -113,7 +113,8 @@ def _holds_slot(task: AgentTask) -> bool:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def slots(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[tuple[str, str], tuple[bool, Waiting | None]]:
+def slots(body: kopf.Body, namespace: str | None, name: str,
+          **_: Any) -> dict[tuple[str, str], tuple[bool, Waiting | None]]:
     task = AgentTask.from_body(body)
     key = (namespace or "", name)
     phase = task.status.phase.value if task.status.phase else "Pending"

@@ -88,7 +88,7 @@ class RedactingFilter(logging.Filter):
 
 
 # extra fields a log line may carry (anything else, e.g. kopf's settings dump, is left out)
-_EXTRA_FIELDS = frozenset({"namespace", "name", "uid", "attempt", "sandbox_id", "command_id", "operation",
+_EXTRA_FIELDS = frozenset({"namespace", "object_name", "uid", "attempt", "sandbox_id", "command_id", "operation",
                            "delivery_id", "reason"})
 
 
@@ -109,6 +109,7 @@ class JsonFormatter(logging.Formatter):
                     payload[key] = ref[key]
         for key, value in vars(record).items():
             if key in _EXTRA_FIELDS and value is not None:
+                key = "name" if key == "object_name" else key
                 payload[key] = redact_obj(value) if isinstance(value, str | Mapping | list) else value
         if record.exc_info:
             payload["exception"] = redact(self.formatException(record.exc_info))
@@ -120,7 +121,7 @@ class JsonFormatter(logging.Formatter):
 def task_fields(*, namespace: str, name: str, uid: str, attempt: int | None = None,
                 sandbox_id: str | None = None) -> dict[str, Any]:
     """`extra=` fields that identify a task in a log line."""
-    fields: dict[str, Any] = {"namespace": namespace, "name": name, "uid": uid}
+    fields: dict[str, Any] = {"namespace": namespace, "object_name": name, "uid": uid}
     if attempt is not None:
         fields["attempt"] = attempt
     if sandbox_id:

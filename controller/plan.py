@@ -241,6 +241,11 @@ def decide(task: AgentTask, obs: Observation, *, now: dt.datetime, config: PlanC
 
 
 def _admit(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -> Decision:
+    if task.status.phase is None and not task.spec.suspend:
+        # acknowledge the task first: `kubectl get at` shows Pending from the first second
+        b.phase(Phase.PENDING, Reason.CREATED, "waiting for admission")
+        b.cond(ConditionType.ADMITTED, ConditionStatus.UNKNOWN, Reason.CREATED, "waiting for admission")
+        return Decision(status=b.build(), requeue_after=0)
     if task.spec.suspend:
         b.phase(Phase.PENDING, Reason.SUSPENDED, "spec.suspend is true; the task waits before admission")
         b.cond(ConditionType.ADMITTED, ConditionStatus.FALSE, Reason.SUSPENDED,

@@ -190,7 +190,7 @@ class Supervisor:
         phase = status.phase
         rt = self.rt
         if phase in (None, Phase.PENDING, Phase.QUEUED):
-            if task.spec.suspend:
+            if task.spec.suspend or phase is None:
                 return plan.Observation()
             created = task.metadata.creation_timestamp or rt.clock()
             admission = rt.queue.request(Waiting(key=self.key, created=created, uid=task.metadata.uid))

@@ -15,7 +15,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+  echo "bootstrap: installing the pinned dependencies into .venv (first run takes a minute)" >&2
+  {
+    .venv/bin/python -m pip install --disable-pip-version-check --upgrade "pip>=24" &&
+    .venv/bin/python -m pip install --disable-pip-version-check -c constraints.txt -e '.[dev]'
+  } > .venv/install.log 2>&1 || { tail -50 .venv/install.log >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

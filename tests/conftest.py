@@ -11,11 +11,9 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import kr8s.asyncio
 import pytest
 
 from controller.devcluster import DevCluster
@@ -54,7 +52,7 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="session")
 def kubectl(controlplane: DevCluster) -> Kubectl:
-    def run(*args: str, check: bool = True, input: str | None = None,  # noqa: A002
+    def run(*args: str, check: bool = True, input: str | None = None,
             kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [str(controlplane.kubectl), f"--kubeconfig={kubeconfig or controlplane.kubeconfig}", *args],
@@ -79,10 +77,3 @@ def namespace(kubectl: Kubectl) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     kubectl("create", "namespace", name)
     return name
-
-
-@pytest.fixture
-async def kube(controlplane: DevCluster) -> AsyncIterator[Any]:
-    """A kr8s async API client authenticated as the admin."""
-    api = await kr8s.asyncio.api(kubeconfig=str(controlplane.kubeconfig))
-    yield api

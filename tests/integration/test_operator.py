@@ -89,6 +89,12 @@ def test_happy_path_pushes_a_branch_and_cleans_up(
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1) + operator.logs()[-3000:]
     assert seen[-1] == "Succeeded"
     assert set(seen) <= {"Pending", "Provisioning", "Running", "Succeeded"}
+    # the operator's own record of the transitions, in order (a poller can miss fast ones)
+    transitions = [json.loads(line)["message"].split(":")[0] for line in operator.logs().splitlines()
+                   if line.startswith("{") and json.loads(line).get("message", "").startswith("phase ")
+                   and json.loads(line).get("name") == "happy"]
+    assert transitions == ["phase None -> Pending", "phase Pending -> Provisioning",
+                           "phase Provisioning -> Running", "phase Running -> Succeeded"]
     cond = conditions(task)
     assert cond["Admitted"]["status"] == "True"
     assert cond["SandboxReady"]["status"] == "True"
@@ -118,7 +124,7 @@ def test_happy_path_pushes_a_branch_and_cleans_up(
     events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=happy",
                      "-o", "json").stdout
     reasons = [e["reason"] for e in json.loads(events)["items"]]
-    assert "AgentStarted" in reasons and "AgentSucceeded" in reasons
+    assert {"Created", "Provisioning", "AgentStarted", "AgentSucceeded"} <= set(reasons)
 
 
 SLOW_AGENT = """

@@ -61,8 +61,16 @@ def cond(decision: plan.Decision, type_: str) -> tuple[str, str | None]:
 # ------------------------------------------------------------------- Pending / Queued
 
 
-def test_new_task_admitted_goes_provisioning_and_creates_sandbox() -> None:
+def test_new_task_is_acknowledged_pending_first() -> None:
     d = decide(task(), Observation(admission=Admission(admitted=True)))
+    assert d.status.phase == Phase.PENDING
+    assert cond(d, "Admitted") == ("Unknown", "Created")
+    assert d.actions == ()
+    assert d.requeue_after == 0
+
+
+def test_pending_task_admitted_goes_provisioning_and_creates_sandbox() -> None:
+    d = decide(task({"phase": "Pending"}), Observation(admission=Admission(admitted=True)))
     assert d.status.phase == Phase.PROVISIONING
     assert d.status.attempts == 1
     assert d.status.start_time == NOW
@@ -72,8 +80,8 @@ def test_new_task_admitted_goes_provisioning_and_creates_sandbox() -> None:
     assert d.status.sandbox is not None and d.status.sandbox.id is None  # requested, not yet observed
 
 
-def test_new_task_over_quota_is_queued_with_position() -> None:
-    d = decide(task(), Observation(admission=Admission(admitted=False, position=3, queued=7,
+def test_pending_task_over_quota_is_queued_with_position() -> None:
+    d = decide(task({"phase": "Pending"}), Observation(admission=Admission(admitted=False, position=3, queued=7,
                                                         limit_message="position 3 of 7")))
     assert d.status.phase == Phase.QUEUED
     assert d.status.queue_position == 3

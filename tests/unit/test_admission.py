@@ -1,0 +1,52 @@
+"""FCFS admission under global and per-namespace limits."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from controller.admission import AdmissionQueue, Waiting, order_admissions
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def w(ns: str, name: str, second: int) -> Waiting:
+    return Waiting(key=(ns, name), created=T0 + dt.timedelta(seconds=second), uid=f"{ns}-{name}")
+
+
+def test_oldest_first_up_to_the_limit() -> None:
+    waiting = [w("a", "late", 9), w("a", "early", 1), w("b", "mid", 5)]
+    admit, positions = order_admissions(active={("a", "x"): "a"}, waiting=waiting, limit=3, per_namespace=None)
+    assert admit == {("a", "early"), ("b", "mid")}
+    assert positions == {("a", "late"): 1}
+
+
+def test_namespace_limit_lets_other_namespaces_pass() -> None:
+    admit, positions = order_admissions(active={("a", "x"): "a"}, waiting=[w("a", "y", 1), w("b", "z", 2)],
+                                        limit=5, per_namespace=1)
+    assert admit == {("b", "z")}
+    assert positions == {("a", "y"): 1}
+
+
+def test_queue_reserves_and_releases_slots() -> None:
+    queue = AdmissionQueue(limit=1)
+    first, second = w("a", "1", 1), w("a", "2", 2)
+    assert queue.request(first).admitted
+    waiting = queue.request(second)
+    assert not waiting.admitted and waiting.position == 1
+    assert "position 1 of 1" in waiting.limit_message
+    queue.release(first.key)
+    assert queue.request(second).admitted
+    assert queue.active == 1
+
+
+def test_older_waiting_task_is_not_overtaken_after_restart() -> None:
+    queue = AdmissionQueue(limit=1)
+    queue.seed(holding=[], waiting=[w("a", "old", 1), w("a", "new", 2)])
+    assert not queue.request(w("a", "new", 2)).admitted
+    assert queue.request(w("a", "old", 1)).admitted
+
+
+def test_seeded_holders_count_against_the_limit() -> None:
+    queue = AdmissionQueue(limit=2)
+    queue.seed(holding=[("a", "x"), ("b", "y")], waiting=[])
+    assert not queue.request(w("c", "z", 1)).admitted
