@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ def test_demo_exits_zero_and_shows_transitions_and_result() -> None:
                           timeout=600, cwd=ROOT)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    phases = [line.split()[1] for line in out.splitlines() if line.startswith("  [")]
+    phases = [m[1] for line in out.splitlines() if (m := re.match(r"\s+\[\s*[\d.]+s\] (\w+)", line))]
     assert phases[-1] == "Succeeded"
     assert "Running" in phases
     assert "outcome:       ChangesPushed" in out
