@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Debian packages the tests use (git for the repositories the agent works on).
-# Installs only what is missing; needs root or passwordless sudo when something is.
+# Debian packages the tests use; installs only what is missing (needs root or passwordless sudo then).
+#   git                 repositories the agent works on
+#   prometheus          promtool and a real Prometheus server scraping the operator in tests
+#   chromium            headless browser for the status page test
 set -euo pipefail
 need=()
 command -v git >/dev/null || need+=(git)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v chromium >/dev/null || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+  echo "system-deps: installing ${need[*]}" >&2
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # the Debian prometheus package starts a system service; the tests run their own server
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $SUDO systemctl stop prometheus || true
+  fi
 fi
