@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "demo": "controller.demo",
     "dev-cluster": "controller.devcluster.cli",
     "sandbox-server": "controller.localsandbox.cli",
+    "snapshot": "controller.snapshots_cli",
 }
 
 

@@ -63,14 +63,15 @@ def safety_net(task: AgentTask, settings: Settings) -> tuple[int, int, int]:
     return min(auto_stop, minutes), settings.safety_margin_minutes, minutes
 
 
-def sandbox_spec(task: AgentTask, *, name: str, attempt: int, env: Mapping[str, str],
-                 settings: Settings) -> SandboxSpec:
+def sandbox_spec(task: AgentTask, *, name: str, attempt: int, settings: Settings) -> SandboxSpec:
+    """Create parameters. No environment: secrets travel in the context's env.json (read and
+    deleted by the runner), so Daytona never stores them and warm-pool sandboxes qualify."""
     box = task.spec.sandbox
     auto_stop, auto_delete, ttl = safety_net(task, settings)
     return SandboxSpec(
         name=name,
         labels=labels(task, attempt=attempt, instance_id=settings.instance_id),
-        env=env,
+        env={},
         snapshot=box.snapshot or (None if box.image else settings.default_snapshot),
         image=box.image,
         cpu=box.resources.cpu if box.resources else None,
@@ -85,7 +86,7 @@ def sandbox_spec(task: AgentTask, *, name: str, attempt: int, env: Mapping[str, 
 
 
 def base_env(settings: Settings) -> dict[str, str]:
-    env = {"AGENTTASK_CONTEXT_DIR": settings.context_dir}
+    env: dict[str, str] = {}
     if settings.github_api_url:
         env["AGENTTASK_GITHUB_API_URL"] = settings.github_api_url
     return env
@@ -138,9 +139,11 @@ def task_json(task: AgentTask, *, attempt: int, settings: Settings) -> dict[str,
     }
 
 
-def context_files(task: AgentTask, *, attempt: int, settings: Settings, runner: bytes) -> dict[str, bytes]:
+def context_files(task: AgentTask, *, attempt: int, settings: Settings, runner: bytes,
+                  env: Mapping[str, str]) -> dict[str, bytes]:
     ctx = settings.context_dir
     return {
+        f"{ctx}/env.json": json.dumps(dict(env)).encode(),
         f"{ctx}/task.json": json.dumps(task_json(task, attempt=attempt, settings=settings), indent=2).encode(),
         f"{ctx}/issue.md": issue_text(task),
         f"{ctx}/prompt.md": prompt_text(task),

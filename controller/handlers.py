@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import random
@@ -20,15 +21,17 @@ from typing import Any, cast
 
 import kopf
 
-from . import metrics, plan
+from . import maintenance, metrics, plan
 from .admission import AdmissionQueue, Waiting
 from .api import GROUP, PLURAL, VERSION, AgentTask, Phase
 from .errors import Fatal, Retryable
+from .github import integration
 from .httpserver import HttpServer
 from .kube import Kube
 from .runner.pack import build_zipapp
 from .sandboxes import LABEL_INSTANCE, LABEL_UID, Sandboxes
 from .settings import Settings
+from .statuspage import TaskView, status_routes, task_view
 from .supervisor import Runtime, Supervisor
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -59,7 +62,7 @@ def _post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) 
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, logger: Logger, **kwargs: Any) -> None:
     cfg = operator_settings()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agenttask.io")
@@ -69,7 +72,9 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
     settings.watching.inactivity_timeout = 70
-    settings.peering.priority = random.randint(1, 32767)
+    priority = random.randint(1, 2**31 - 1)
+    settings.peering.priority = priority
+    settings.peering.lifetime = cfg.peering_lifetime_seconds
     settings.execution.max_workers = 4
 
     kube = await Kube.connect()
@@ -78,10 +83,15 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -
         api_key=cfg.daytona_api_key.get_secret_value() if cfg.daytona_api_key else None,
         target=cfg.daytona_target, request_timeout=cfg.daytona_request_timeout_seconds)
     queue = AdmissionQueue(limit=cfg.max_active_sandboxes, per_namespace=cfg.max_active_per_namespace)
+    github = _state["github"] = integration.configure(cfg, kube=kube)  # None: GitHub not configured
     metrics.ADMISSION_LIMIT.set(cfg.max_active_sandboxes)
     _state["runtime"] = Runtime(settings=cfg, kube=kube, sandboxes=sandboxes, queue=queue,
-                                runner=build_zipapp(), post_event=_post_event)
+                                runner=build_zipapp(), post_event=_post_event,
+                                on_transition=github.on_transition if github else None)
+    _state["maintenance"] = asyncio.create_task(maintenance.run_forever(_state["runtime"], priority=priority),
+                                                name="agenttask-maintenance")
     server = HttpServer(host=cfg.http_host, port=cfg.http_port, ready=lambda: "runtime" in _state)
+    server.add_routes([*status_routes(kwargs["task_views"]), *(github.routes() if github else [])])
     await server.start()
     _state["http"] = server
     logger.info("operator configured: instance %s, http on %s", cfg.instance_id, server.url)
@@ -89,12 +99,18 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -
 
 @kopf.on.cleanup()
 async def shutdown(**_: Any) -> None:
+    loop_task: asyncio.Task[None] | None = _state.pop("maintenance", None)
+    if loop_task is not None:
+        loop_task.cancel()
     server: HttpServer | None = _state.pop("http", None)
     if server is not None:
         await server.stop()
     rt: Runtime | None = _state.pop("runtime", None)
     if rt is not None:
         await rt.sandboxes.close()
+    github: integration.GitHubIntegration | None = _state.pop("github", None)
+    if github is not None:
+        await github.close()
 
 
 # ------------------------------------------------------------------------- index
@@ -128,6 +144,12 @@ def slots(body: kopf.Body, namespace: str | None, name: str,
     return {}
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def task_views(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[tuple[str, str], TaskView]:
+    """The status page's rows (`statuspage.py`), kept current by kopf from its watch."""
+    return {(namespace or "", name): task_view(AgentTask.from_body(body))}
+
+
 def _publish_phase_counts() -> None:
     counts = dict.fromkeys((p.value for p in Phase), 0)
     for phase in _phases.values():
@@ -152,7 +174,8 @@ def _seed(queue: AdmissionQueue, index: kopf.Index[tuple[str, str], tuple[bool, 
 
 
 def _needs_supervision(body: kopf.Body, **_: Any) -> bool:
-    return plan.needs_supervision(AgentTask.from_body(body))
+    rt: Runtime | None = _state.get("runtime")
+    return plan.needs_supervision(AgentTask.from_body(body), rt.config if rt is not None else None)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="supervisor", when=_needs_supervision, cancellation_timeout=10.0,

@@ -6,7 +6,7 @@ Deliberately not kopf's liveness endpoint: one server, one port, for everything 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,6 +23,10 @@ class HttpServer:
         self.app.router.add_get("/readyz", self._readiness)
         self.app.router.add_get("/metrics", self._metrics)
         self._runner: web.AppRunner | None = None
+
+    def add_routes(self, routes: Iterable[web.AbstractRouteDef]) -> None:
+        """Register more routes (webhook, status page); only before `start()`."""
+        self.app.router.add_routes(routes)
 
     @property
     def url(self) -> str:

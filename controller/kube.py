@@ -138,6 +138,23 @@ class Kube:
         return await self._request("POST", url=PLURAL, namespace=namespace, version=VERSION, base=_BASE,
                                    json_body=body)
 
+    async def annotate_task(self, namespace: str, name: str, annotations: dict[str, str]) -> dict[str, Any] | None:
+        """Merge `annotations` into the AgentTask's metadata (None when it is gone)."""
+        return await self._request("PATCH", url=f"{PLURAL}/{name}", namespace=namespace, version=VERSION,
+                                   base=_BASE, json_body={"metadata": {"annotations": annotations}},
+                                   content_type="application/merge-patch+json")
+
+    async def apply_secret(self, namespace: str, name: str, *, string_data: dict[str, str],
+                           labels: dict[str, str]) -> None:
+        """Create or update an Opaque Secret (server-side apply; values registered for redaction)."""
+        logs.register_secrets(string_data.values())
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}}
+        await self._request("PATCH", url=f"secrets/{name}", namespace=namespace, json_body=body,
+                            content_type="application/apply-patch+yaml",
+                            params={"fieldManager": "agenttask-operator", "force": "true"})
+
     async def delete_task(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
         options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         if uid:
@@ -148,3 +165,11 @@ class Kube:
         except Conflict:
             return False  # a different object of the same name: not ours to delete
         return gone is not None
+
+    # ------------------------------------------------------------------ peering
+
+    async def get_peering(self, name: str, *, namespace: str | None) -> dict[str, Any] | None:
+        """kopf's (Cluster)KopfPeering object, which holds the replicas' keep-alives."""
+        plural = "kopfpeerings" if namespace else "clusterkopfpeerings"
+        return await self._request("GET", url=f"{plural}/{name}", namespace=namespace, version="v1",
+                                   base="/apis/kopf.dev")

@@ -91,6 +91,7 @@ class PlanConfig:
     max_poll_interval_seconds: float
     log_tail_interval_seconds: float
     queue_recheck_seconds: float = 30.0
+    default_ttl_seconds: int | None = None
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -122,7 +123,14 @@ class StopSandbox:
     name: str
 
 
-Action = CreateSandbox | StartAgent | DeleteSandbox | StopSandbox
+@dataclass(frozen=True)
+class DeleteTask:
+    """Delete the finished AgentTask itself (ttlSecondsAfterFinished)."""
+
+    uid: str
+
+
+Action = CreateSandbox | StartAgent | DeleteSandbox | StopSandbox | DeleteTask
 
 
 @dataclass(frozen=True)
@@ -211,13 +219,22 @@ def deadline(task: AgentTask, config: PlanConfig) -> dt.datetime | None:
     return start + dt.timedelta(seconds=seconds)
 
 
-def needs_supervision(task: AgentTask) -> bool:
-    """Whether a supervisor must run: unfinished, or finished with a sandbox still to clean up."""
+def ttl_seconds(task: AgentTask, config: PlanConfig | None) -> int | None:
+    if task.spec.ttl_seconds_after_finished is not None:
+        return task.spec.ttl_seconds_after_finished
+    return config.default_ttl_seconds if config is not None else None
+
+
+def needs_supervision(task: AgentTask, config: PlanConfig | None = None) -> bool:
+    """Whether a supervisor must run: unfinished, finished with a sandbox still to clean up,
+    or finished with a TTL still to enforce."""
     phase = task.status.phase
     if phase is None or not phase.terminal:
         return True
     sandbox = task.status.sandbox
-    return sandbox is not None and sandbox.name is not None and not sandbox.deleted
+    if sandbox is not None and sandbox.name is not None and not sandbox.deleted:
+        return True
+    return ttl_seconds(task, config) is not None
 
 
 def decide(task: AgentTask, obs: Observation, *, now: dt.datetime, config: PlanConfig) -> Decision:
@@ -383,7 +400,7 @@ def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
     """Terminal phase: only cleanup remains (delete the sandbox, or keep it until retention ends)."""
     sandbox = task.status.sandbox
     if sandbox is None or sandbox.name is None or sandbox.deleted:
-        return Decision(status=b.build(), release_slot=True)
+        return _expire(task, b, config)
     if obs.sandbox is None:
         b.set(sandbox=sandbox.model_copy(update={"deleted": True, "state": "destroyed"}))
         return Decision(status=b.build(), release_slot=True)
@@ -396,6 +413,18 @@ def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
                         requeue_after=0)
     return Decision(status=b.build(), actions=(DeleteSandbox(name=sandbox.name, reason="finished"),),
                     requeue_after=0)
+
+
+def _expire(task: AgentTask, b: _Builder, config: PlanConfig) -> Decision:
+    """Finished and cleaned up: delete the task itself once its TTL has passed."""
+    ttl = ttl_seconds(task, config)
+    done = task.status.completion_time
+    if ttl is None or done is None:
+        return Decision(status=b.build(), release_slot=True)
+    left = (done + dt.timedelta(seconds=ttl) - b.now).total_seconds()
+    if left > 0:
+        return Decision(status=b.build(), release_slot=True, requeue_after=left)
+    return Decision(status=b.build(), release_slot=True, actions=(DeleteTask(uid=task.metadata.uid),))
 
 
 def _lost(task: AgentTask, b: _Builder, config: PlanConfig, name: str, detail: str) -> Decision:

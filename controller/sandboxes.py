@@ -196,7 +196,7 @@ class Sandboxes:
     async def delete_if_exists(self, name_or_sandbox: str | Any) -> bool:
         """Delete a sandbox; True if it was there. 404 counts as success."""
         sandbox = await self.find(name_or_sandbox) if isinstance(name_or_sandbox, str) else name_or_sandbox
-        if sandbox is None:
+        if sandbox is None or self.observe(sandbox).state in ("destroying", "destroyed"):
             return False
         await self._call("delete", lambda: self._client.delete(sandbox, timeout=self._timeout), missing_ok=True)
         return True
@@ -291,3 +291,25 @@ class Sandboxes:
             if isinstance(parsed, dict):
                 return parsed
         return None
+
+    # ---------------------------------------------------------------- warm pools
+
+    async def warm_pools(self) -> list[Any]:
+        pools = await self._call("warm_pool_list", lambda: self._client.warm_pool.list())
+        return list(pools or [])
+
+    async def ensure_warm_pool(self, snapshot: str, size: int) -> None:
+        """Create or resize the pool of `snapshot` (idempotent); size 0 deletes it."""
+        existing = next((p for p in await self.warm_pools() if p.snapshot == snapshot), None)
+        if existing is None:
+            if size > 0:
+                await self._call("warm_pool_create", lambda: self._client.warm_pool.create(snapshot, size))
+        elif size == 0:
+            await self._call("warm_pool_delete", lambda: self._client.warm_pool.delete(existing.id), missing_ok=True)
+        elif int(existing.pool) != size:
+            await self._call("warm_pool_update", lambda: self._client.warm_pool.update(existing.id, size))
+
+    async def warm_pool_ready(self, snapshot: str) -> int:
+        """Ready sandboxes in the pool of `snapshot` (0 when there is no pool)."""
+        pool = next((p for p in await self.warm_pools() if p.snapshot == snapshot), None)
+        return int(pool.current_size) if pool is not None else 0

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     """Disable kopf peering (single replica without the KopfPeering CRD)."""
     peering_name: str = "agenttask-operator"
     """Name of the (Cluster)KopfPeering object used for active/standby HA."""
+    peering_lifetime_seconds: int = Field(60, ge=5, le=3600)
+    """How long a replica's keep-alive counts; a killed active replica is replaced after this."""
 
     # --- Daytona
     daytona_api_url: str | None = Field(
@@ -90,6 +92,10 @@ class Settings(BaseSettings):
     gc_grace_seconds: float = Field(120.0, ge=0)
     """Sandboxes younger than this are never collected (avoids racing a creation)."""
 
+    warm_pools: dict[str, int] = Field(default_factory=dict)
+    """Warm pools to maintain, snapshot -> size, as JSON (e.g. `{"agenttask-agent-slim": 3}`).
+    Tasks using such a snapshot start from the pool while it has ready sandboxes."""
+
     # --- HTTP (metrics, health, webhook, status page)
     http_host: str = "0.0.0.0"  # noqa: S104 - the pod's port; tests bind 127.0.0.1
     """Address of the operator's HTTP server."""
@@ -103,6 +109,48 @@ class Settings(BaseSettings):
     """Directory (relative to the sandbox user's home) of the repository checkout."""
     github_api_url: str | None = None
     """GitHub REST API base URL given to the runner (unset: no pull requests or comments)."""
+
+    # --- GitHub flow (docs/github.md): webhook intake, credentials, progress comments
+    github_webhook_secret: SecretStr | None = None
+    """Secret of the GitHub webhook (X-Hub-Signature-256). Unset: no /github/webhook route."""
+    github_webhook_max_body_bytes: int = Field(1024 * 1024 + 512 * 1024, ge=1024)
+    """Largest webhook request body accepted (413 above); the issue body itself is capped at 1 MiB."""
+    github_namespace: str = Field("default", min_length=1, max_length=63)
+    """Namespace of webhook-created AgentTasks; the GitHub credential Secrets are read from it too."""
+    github_token_secret: str | None = None
+    """Secret (in `github_namespace`) holding a GitHub token: used for the operator's comments and,
+    as `repository.credentialsSecretRef`, by the runner of webhook-created tasks."""
+    github_token_secret_key: str = "token"  # noqa: S105 - a key name
+    """Key of the token inside `github_token_secret`."""
+    github_app_secret: str | None = None
+    """Secret (in `github_namespace`) of a GitHub App, keys `app-id` and `private-key` (PEM). Takes
+    precedence over `github_token_secret`: installation tokens are minted per webhook installation
+    and handed to the runner through the Secret `agenttask-github-installation-<id>`."""
+    github_trigger_label: str = "agenttask"
+    """Label that starts a task: adding it to an issue, or opening an issue that carries it."""
+    github_trigger_on_open: bool = False
+    """Start a task for every newly opened issue (by an allowed author), with or without the label."""
+    github_trigger_phrase: str = Field("/agenttask run", min_length=1)
+    """A new issue comment with a line starting with this phrase (case-insensitive) starts a task."""
+    github_allowed_associations: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["OWNER", "MEMBER", "COLLABORATOR"])
+    """Author associations (comma-separated) whose comments and opened issues may start a task."""
+    github_agent_command: list[str] | None = None
+    """Agent argv for webhook-created tasks, as a JSON list; unset: the runner's default (Claude Code)."""
+    github_agent_env: dict[str, str] = Field(default_factory=dict)
+    """Literal (non-secret) environment for the agent of webhook-created tasks, as a JSON object."""
+    github_draft_pull_requests: bool = True
+    """Whether webhook-created tasks open draft pull requests."""
+    github_request_timeout_seconds: float = Field(30.0, gt=0)
+    """Timeout of one GitHub REST request made by the operator."""
+    github_max_attempts: int = Field(5, ge=1, le=10)
+    """Attempts per GitHub REST request on 5xx, 429, rate-limit 403 and connection errors."""
+
+    @field_validator("github_allowed_associations", mode="before")
+    @classmethod
+    def _split_associations(cls, value: object) -> object:
+        split = _csv(value)
+        return [str(v).upper() for v in split] if isinstance(split, list) else split
 
     @field_validator("namespaces", mode="before")
     @classmethod

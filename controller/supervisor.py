@@ -17,7 +17,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,9 @@ from .settings import Settings
 from .statuspatch import merge_patch
 
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
+# Called after a status with a new phase was written: (task before, new status, the object as
+# written). Optional (the GitHub progress notifier); it must not raise.
+TransitionHook = Callable[[AgentTask, AgentTaskStatus, Mapping[str, Any]], Awaitable[None]]
 
 
 @dataclass
@@ -45,7 +48,9 @@ class Runtime:
     runner: bytes
     post_event: EventPoster
     config: plan.PlanConfig = field(init=False)
+    pools: PoolClaims = field(default_factory=lambda: PoolClaims())
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    on_transition: TransitionHook | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -55,7 +60,28 @@ class Runtime:
             poll_interval_seconds=s.poll_interval_seconds,
             max_poll_interval_seconds=s.max_poll_interval_seconds,
             log_tail_interval_seconds=s.log_tail_interval_seconds,
+            default_ttl_seconds=s.default_ttl_seconds_after_finished,
         )
+
+
+class PoolClaims:
+    """Counts creates in flight that expect a warm-pool sandbox, so concurrent supervisors do
+    not all count the same ready sandbox as theirs (hit/miss metrics stay truthful)."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def claim(self, sandboxes: Sandboxes, snapshot: str) -> bool:
+        async with self._lock:
+            ready = await sandboxes.warm_pool_ready(snapshot)
+            if ready - self._inflight.get(snapshot, 0) <= 0:
+                return False
+            self._inflight[snapshot] = self._inflight.get(snapshot, 0) + 1
+            return True
+
+    def release(self, snapshot: str) -> None:
+        self._inflight[snapshot] = max(0, self._inflight.get(snapshot, 0) - 1)
 
 
 class Backoff:
@@ -109,6 +135,7 @@ class Supervisor:
         self.backoff = Backoff(rt.settings.retry_base_seconds, rt.settings.retry_max_seconds)
         self.last_log_write: dt.datetime | None = None
         self.last_error_write: dt.datetime | None = None
+        self.path = "unknown"  # how the sandbox was created, for time-to-running by path
 
     # --------------------------------------------------------------- main loop
 
@@ -162,7 +189,9 @@ class Supervisor:
         if decision.release_slot:
             self.rt.queue.release(self.key)
         task = AgentTask.from_body(self.current)
-        if not plan.needs_supervision(task) and not decision.actions:
+        if any(isinstance(a, plan.DeleteTask) for a in decision.actions):
+            return None
+        if not plan.needs_supervision(task, self.rt.config) and not decision.actions:
             return None
         return decision.requeue_after if decision.requeue_after is not None else self.rt.settings.poll_interval_seconds
 
@@ -237,10 +266,18 @@ class Supervisor:
     async def act(self, action: plan.Action, task: AgentTask) -> None:
         rt = self.rt
         if isinstance(action, plan.CreateSandbox):
-            env = await self._sandbox_env(task)
-            spec = context.sandbox_spec(task, name=action.name, attempt=action.attempt, env=env,
-                                        settings=rt.settings)
-            sandbox = await rt.sandboxes.ensure(spec)
+            spec = context.sandbox_spec(task, name=action.name, attempt=action.attempt, settings=rt.settings)
+            self.path = "cold"
+            claimed = None
+            if spec.snapshot and spec.snapshot in rt.settings.warm_pools:
+                claimed = await rt.pools.claim(rt.sandboxes, spec.snapshot)
+                self.path = "warm-pool" if claimed else "cold"
+                metrics.WARM_POOL.labels("hit" if claimed else "miss").inc()
+            try:
+                sandbox = await rt.sandboxes.ensure(spec)
+            finally:
+                if claimed:
+                    rt.pools.release(spec.snapshot or "")
             self.logger.info("sandbox %s ready", action.name, extra={"sandbox_id": sandbox.id,
                                                                      "attempt": action.attempt})
         elif isinstance(action, plan.StartAgent):
@@ -250,6 +287,10 @@ class Supervisor:
                 await self.follower.stop()
             if await rt.sandboxes.delete_if_exists(action.name):
                 self.logger.info("sandbox %s deleted (%s)", action.name, action.reason)
+        elif isinstance(action, plan.DeleteTask):
+            meta = task.metadata
+            if await rt.kube.delete_task(meta.namespace, meta.name, uid=action.uid):
+                self.logger.info("deleted: ttlSecondsAfterFinished has passed")
         elif isinstance(action, plan.StopSandbox):
             if self.follower is not None:
                 await self.follower.stop()
@@ -281,7 +322,9 @@ class Supervisor:
             return  # lost in between: the next observation handles it
         _, command = await rt.sandboxes.command(sandbox, action.session_id)
         if command is None:
-            files = context.context_files(task, attempt=action.attempt, settings=rt.settings, runner=rt.runner)
+            env = await self._sandbox_env(task)
+            files = context.context_files(task, attempt=action.attempt, settings=rt.settings, runner=rt.runner,
+                                          env=env)
             await rt.sandboxes.upload(sandbox, files)
             await self._clone(task, sandbox)
         command_id = await rt.sandboxes.start_command(sandbox, action.session_id, context.runner_command(rt.settings))
@@ -325,6 +368,8 @@ class Supervisor:
         if "logTail" in patch:
             self.last_log_write = now
         self._on_transition(task, status)
+        if self.rt.on_transition is not None and status.phase != task.status.phase:
+            await self.rt.on_transition(task, status, body)
 
     async def _record_error(self, task: AgentTask, message: str) -> None:
         now = self.rt.clock()
@@ -349,7 +394,7 @@ class Supervisor:
                 metrics.TASK_DURATION.labels(after.value).observe(
                     (status.completion_time - status.start_time).total_seconds())
         if after == Phase.RUNNING and task.metadata.creation_timestamp and status.running_time:
-            metrics.TIME_TO_RUNNING.labels("cold").observe(
+            metrics.TIME_TO_RUNNING.labels(self.path).observe(
                 (status.running_time - task.metadata.creation_timestamp).total_seconds())
         if status.reason == "SandboxLost":
             metrics.ATTEMPTS_LOST.inc()

@@ -4,7 +4,8 @@ Does: accept local repositories (absolute host paths) and ``file://``, ``http://
 ``https://`` URLs, rejecting every other form (``ssh://``, ``git://``, ``ext::``,
 ``user@host:path``, option-looking strings) with a 400; run git as an argv list (never a
 shell string) with ``--`` before the URL, ``GIT_ALLOW_PROTOCOL=file:http:https``, no
-system/global git config and prompts disabled; pass ``username``/``password`` only through
+system/global git config and prompts disabled (the server's own TLS trust variables, e.g.
+``GIT_SSL_CAINFO``, do apply); pass ``username``/``password`` only through
 a temporary ``GIT_ASKPASS`` helper that reads them from its environment (never in the URL,
 the argv or a file); check out ``commitId`` when given; and map git's failures to the
 daemon's error codes (``GIT_AUTH_FAILED``, ``GIT_REPO_NOT_FOUND``, ``GIT_BRANCH_NOT_FOUND``,
@@ -34,6 +35,7 @@ from .errors import ApiError, daemon_error
 CLONE_TIMEOUT = 600.0
 _REF_RE = re.compile(r"^[A-Za-z0-9._/@+-]{1,255}$")
 _CRED_RE = re.compile(r"(://)[^/@\s]+@")
+TLS_TRUST_ENV = frozenset({"GIT_SSL_CAINFO", "GIT_SSL_CAPATH", "SSL_CERT_FILE", "SSL_CERT_DIR"})
 _ASKPASS = """#!/bin/sh
 case "$1" in
   Username*|username*) printf '%s\\n' "$LOCALSANDBOX_GIT_USERNAME" ;;
@@ -115,6 +117,8 @@ def _git_env(
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_ALLOW_PROTOCOL": "file:http:https",
     }
+    # the host's trust configuration (a local CA), as a sandbox image's CA store would be in Daytona
+    env.update({k: v for k, v in os.environ.items() if k in TLS_TRUST_ENV})
     if askpass is not None:
         env["GIT_ASKPASS"] = askpass
         env["LOCALSANDBOX_GIT_USERNAME"] = username or ""

@@ -210,3 +210,26 @@ def _bool(doc: Mapping[str, Any], key: str, where: str, *, default: bool) -> boo
     if not isinstance(value, bool):
         raise ContextError(f"{where}.{key} must be a boolean")
     return value
+
+
+ENV_FILE = "env.json"
+
+
+def take_env_file(ctx_dir: Path) -> dict[str, str]:
+    """Read and delete `<ctx>/env.json`: the agent's environment (secrets included) as the operator
+    uploaded it, so the sandbox's own env never carries secrets and warm-pool sandboxes can be used.
+    The file is removed before the agent starts, so the agent cannot read it from disk later."""
+    path = ctx_dir / ENV_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    finally:
+        path.unlink(missing_ok=True)
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise ContextError(f"{ENV_FILE} is not valid JSON") from e
+    if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items()):
+        raise ContextError(f"{ENV_FILE} must be an object of strings")
+    return doc

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .agent import agent_env, run_agent
-from .context import TOKEN_ENV, Context, GitHubRepo, context_dir, load_context
+from .context import TOKEN_ENV, Context, GitHubRepo, context_dir, load_context, take_env_file
 from .errors import ContextError, ExitCode, RunnerError
 from .git import (
     Git,
@@ -38,10 +38,11 @@ TITLE_CHARS = 200
 
 def main() -> int:
     environ = dict(os.environ)
-    REDACTOR.add(environ.get(TOKEN_ENV))
     cwd = Path.cwd()
     result = Result()
     try:
+        environ.update(take_env_file(context_dir(environ, cwd)))
+        REDACTOR.add(environ.get(TOKEN_ENV))
         code = _run(environ, cwd, result)
     except RunnerError as e:
         log(f"failed: {e}")

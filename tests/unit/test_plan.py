@@ -314,3 +314,20 @@ def test_condition_transition_time_kept_when_status_unchanged() -> None:
                         now=NOW + dt.timedelta(minutes=5), config=CONFIG)
     again = later.status.condition("SandboxReady")
     assert again is not None and again.last_transition_time == ready.last_transition_time
+
+
+def test_ttl_deletes_the_finished_task_after_cleanup() -> None:
+    done = {**finished(deleted=True), "completionTime": (NOW - dt.timedelta(seconds=4)).isoformat()}
+    waiting = decide(task(done, ttlSecondsAfterFinished=5), Observation())
+    assert waiting.actions == ()
+    assert waiting.requeue_after == pytest.approx(1.0)
+    assert plan.needs_supervision(task(done, ttlSecondsAfterFinished=5))
+    expired = decide(task(done, ttlSecondsAfterFinished=3), Observation())
+    assert expired.actions == (plan.DeleteTask(uid=UID),)
+    assert not plan.needs_supervision(task(done))
+
+
+def test_default_ttl_from_settings_applies() -> None:
+    done = {**finished(deleted=True), "completionTime": (NOW - dt.timedelta(seconds=60)).isoformat()}
+    config = plan.PlanConfig(**{**CONFIG.__dict__, "default_ttl_seconds": 30})
+    assert plan.decide(task(done), Observation(), now=NOW, config=config).actions == (plan.DeleteTask(uid=UID),)

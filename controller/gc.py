@@ -1,0 +1,137 @@
+"""The orphan sweep: deletes sandboxes of this installation whose AgentTask is gone.
+
+`select_orphans` is the pure rule; `sweep` does the I/O: it lists every sandbox carrying this
+installation's `agenttask.io/instance` label (all pages) FIRST and the AgentTasks SECOND — a
+sandbox is only ever created for a task that already exists, so a task missing from the
+second list really is gone. Sandboxes younger than the grace period are left alone anyway.
+
+Never touched: sandboxes of another installation, sandboxes without our labels, sandboxes of
+namespaces this operator does not watch. Deleting is idempotent (404 = already gone), so two
+overlapping sweeps delete each orphan once between them and raise nothing.
+
+Sweeps run only on the active replica (`peering.is_active`), so they pause with the rest of
+the operator on a standby.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import metrics
+from .errors import Fatal, Retryable
+from .kube import Kube
+from .sandboxes import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_NAMESPACE, LABEL_UID, Sandboxes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    name: str
+    labels: Mapping[str, str]
+    created_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    uid: str
+    attempt: int
+    finished_and_cleaned: bool
+
+
+@dataclass
+class SweepReport:
+    seen: int = 0
+    deleted: dict[str, str] = field(default_factory=dict)  # name -> reason
+    already_gone: int = 0
+
+
+def select_orphans(
+    sandboxes: Iterable[SandboxInfo],
+    tasks: Mapping[str, TaskInfo],
+    *,
+    instance_id: str,
+    namespaces: frozenset[str] | None,
+    now: dt.datetime,
+    grace: dt.timedelta,
+) -> dict[str, str]:
+    """name -> reason for every sandbox the sweep should delete."""
+    doomed: dict[str, str] = {}
+    for box in sandboxes:
+        labels = box.labels
+        if labels.get(LABEL_INSTANCE) != instance_id or LABEL_UID not in labels:
+            continue
+        if namespaces is not None and labels.get(LABEL_NAMESPACE) not in namespaces:
+            continue
+        if box.created_at is None or now - box.created_at < grace:
+            continue
+        task = tasks.get(labels[LABEL_UID])
+        if task is None:
+            doomed[box.name] = "orphaned"
+            continue
+        try:
+            attempt = int(labels.get(LABEL_ATTEMPT, "0"))
+        except ValueError:
+            continue
+        if attempt and attempt < task.attempt:
+            doomed[box.name] = "stale-attempt"
+        elif task.finished_and_cleaned:
+            doomed[box.name] = "finished"
+    return doomed
+
+
+def _task_info(body: Mapping[str, Any]) -> TaskInfo:
+    status = body.get("status") or {}
+    sandbox = status.get("sandbox") or {}
+    finished = status.get("phase") in ("Succeeded", "Failed") and bool(sandbox.get("deleted"))
+    return TaskInfo(uid=body["metadata"]["uid"], attempt=int(status.get("attempts") or 0),
+                    finished_and_cleaned=finished)
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+async def sweep(*, sandboxes: Sandboxes, kube: Kube, instance_id: str, namespaces: list[str],
+                grace_seconds: float, now: dt.datetime) -> SweepReport:
+    """One sweep; raises Retryable/Fatal when listing fails (nothing is deleted then)."""
+    report = SweepReport()
+    try:
+        found = [SandboxInfo(name=b.name, labels=dict(b.labels or {}), created_at=_parse_time(b.created_at))
+                 async for b in sandboxes.list_labelled({LABEL_INSTANCE: instance_id})]
+        report.seen = len(found)
+        bodies: list[dict[str, Any]] = []
+        if namespaces:
+            for ns in namespaces:
+                bodies += await kube.list_tasks(ns)
+        else:
+            bodies = await kube.list_tasks()
+    except (Retryable, Fatal):
+        metrics.GC_RUNS.labels("error").inc()
+        raise
+    tasks = {t.uid: t for t in map(_task_info, bodies)}
+    doomed = select_orphans(found, tasks, instance_id=instance_id,
+                            namespaces=frozenset(namespaces) if namespaces else None,
+                            now=now, grace=dt.timedelta(seconds=grace_seconds))
+    for name, reason in sorted(doomed.items()):
+        try:
+            if await sandboxes.delete_if_exists(name):
+                report.deleted[name] = reason
+                metrics.GC_DELETIONS.labels(reason).inc()
+                log.info("gc: deleted sandbox %s (%s)", name, reason)
+            else:
+                report.already_gone += 1
+        except Retryable as exc:
+            log.warning("gc: could not delete %s now: %s", name, exc)
+    metrics.GC_RUNS.labels("ok").inc()
+    return report

@@ -1,0 +1,45 @@
+"""Periodic upkeep on the active replica: warm pools to their configured sizes, then the orphan sweep.
+
+Started by `handlers.configure` on every replica; each round first asks `peering.is_active`,
+so standby replicas do nothing (the sweep pauses with the rest of the operator). Errors are
+logged and counted; the loop never dies of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from . import gc, logs, peering
+from .errors import Fatal, Retryable
+from .supervisor import Runtime
+
+log = logging.getLogger(__name__)
+
+
+async def one_round(rt: Runtime, *, priority: int) -> gc.SweepReport | None:
+    s = rt.settings
+    now = rt.clock()
+    if not await peering.is_active(rt.kube, standalone=s.standalone, name=s.peering_name,
+                                   namespaces=s.namespaces, priority=priority, now=now):
+        return None
+    for snapshot, size in sorted(s.warm_pools.items()):
+        await rt.sandboxes.ensure_warm_pool(snapshot, size)
+    return await gc.sweep(sandboxes=rt.sandboxes, kube=rt.kube, instance_id=s.instance_id,
+                          namespaces=s.namespaces, grace_seconds=s.gc_grace_seconds, now=now)
+
+
+async def run_forever(rt: Runtime, *, priority: int) -> None:
+    interval = rt.settings.gc_interval_seconds
+    await asyncio.sleep(min(5.0, interval) * random.uniform(0.5, 1.0))
+    while True:
+        try:
+            report = await one_round(rt, priority=priority)
+            if report is not None and report.deleted:
+                log.info("sweep: %d sandboxes seen, %d deleted", report.seen, len(report.deleted))
+        except (Retryable, Fatal) as exc:
+            log.warning("maintenance round failed: %s", logs.redact(str(exc)))
+        except Exception:
+            log.exception("maintenance round crashed")
+        await asyncio.sleep(interval * random.uniform(0.9, 1.1))

@@ -1,0 +1,258 @@
+"""Lifecycle at scale on the real apiserver + embedded server: orphan sweep, TTL, retention,
+quota queue across restarts, warm pools, two replicas with failover."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from daytona import AsyncDaytona, CreateSandboxFromSnapshotParams, DaytonaConfig
+
+from controller import gc
+from controller.devcluster import DevCluster
+from controller.kube import Kube
+from controller.sandboxes import Sandboxes
+
+from ..conftest import ROOT, Kubectl
+from .harness import Operator, SandboxServer, agent_script, make_repo, sandbox_server, wait_for
+from .test_operator import conditions, create_task, get_task, wait_phase
+
+QUICK_AGENT = """
+import pathlib, sys, time
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)
+print("quick agent done", flush=True)
+"""
+
+
+def when(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def make_operator(controlplane: DevCluster, server: SandboxServer, namespace: str, tmp_path: Path,
+                  name: str = "operator", **env: str) -> Operator:
+    return Operator(kubeconfig=controlplane.kubeconfig, server=server, namespace=namespace,
+                    log_path=tmp_path / f"{name}.log", instance_id=f"it-{namespace}", env_overrides=env)
+
+
+async def _create_raw(server: SandboxServer, name: str, labels: dict[str, str]) -> None:
+    async with AsyncDaytona(DaytonaConfig(api_url=server.api_url, api_key=server.api_key)) as client:
+        await client.create(CreateSandboxFromSnapshotParams(name=name, labels=labels), timeout=30)
+
+
+def test_orphan_sweep_deletes_only_our_orphans(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    with sandbox_server(tmp_path / "sb") as server:
+        instance = f"it-{namespace}"
+        orphan_uid = str(uuid.uuid4())
+        asyncio.run(_create_raw(server, "orphan-1", {"agenttask.io/instance": instance,
+                                                     "agenttask.io/namespace": namespace,
+                                                     "agenttask.io/task-uid": orphan_uid}))
+        asyncio.run(_create_raw(server, "other-install", {"agenttask.io/instance": "someone-else",
+                                                          "agenttask.io/namespace": namespace,
+                                                          "agenttask.io/task-uid": str(uuid.uuid4())}))
+        asyncio.run(_create_raw(server, "unlabelled", {"team": "x"}))
+        _, url = make_repo(tmp_path)
+        slow = agent_script(tmp_path, "slow", QUICK_AGENT)
+        op = make_operator(controlplane, server, namespace, tmp_path, AGENTTASK_GC_INTERVAL_SECONDS="1",
+                           AGENTTASK_GC_GRACE_SECONDS="0").start()
+        try:
+            wait_for(lambda: server.get("orphan-1") is None, timeout=30, what="the sweep to delete orphan-1")
+            assert 'agenttask_gc_deletions_total{reason="orphaned"} 1.0' in op.metrics()
+            create_task(kubectl, namespace, "forced", {"repository": {"url": url},
+                                                       "agent": {"command": [*slow, "300"]}})
+            task = wait_phase(kubectl, namespace, "forced", {"Running"}, timeout=60)
+            forced_box = task["status"]["sandbox"]["name"]
+            op.stop()
+            # force-remove the task without its finalizer running, as `kubectl patch` users do
+            kubectl("patch", "at", "forced", "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+            kubectl("delete", "at", "forced", "-n", namespace, "--wait=true")
+            assert server.get(forced_box) is not None
+            op.start()
+            wait_for(lambda: server.get(forced_box) is None, timeout=30,
+                     what="the sweep to delete the force-removed task's sandbox")
+            assert server.get("other-install") is not None
+            assert server.get("unlabelled") is not None
+            assert 'agenttask_gc_deletions_total{reason="orphaned"} 1.0' in op.metrics()
+            assert 'agenttask_gc_runs_total{outcome="ok"}' in op.metrics()
+        finally:
+            op.stop()
+
+        # two sweeps at once: each orphan is deleted once, nothing raises
+        for i in range(3):
+            asyncio.run(_create_raw(server, f"orphan-again-{i}", {"agenttask.io/instance": instance,
+                                                                  "agenttask.io/namespace": namespace,
+                                                                  "agenttask.io/task-uid": str(uuid.uuid4())}))
+        before = server.stats()["sandboxes_deleted"]
+
+        async def two_sweeps() -> list[gc.SweepReport]:
+            kube = await Kube.connect(str(controlplane.kubeconfig))
+            boxes = Sandboxes.connect(api_url=server.api_url, api_key=server.api_key)
+            try:
+                now = dt.datetime.now(dt.UTC)
+                args: dict[str, Any] = {"sandboxes": boxes, "kube": kube, "instance_id": instance,
+                                        "namespaces": [namespace], "grace_seconds": 0, "now": now}
+                return list(await asyncio.gather(gc.sweep(**args), gc.sweep(**args)))
+            finally:
+                await boxes.close()
+
+        reports = asyncio.run(two_sweeps())
+        deleted = [name for r in reports for name in r.deleted]
+        assert sorted(set(deleted)) == [f"orphan-again-{i}" for i in range(3)]
+        assert server.stats()["sandboxes_deleted"] - before == 3
+        assert server.get("other-install") is not None
+
+
+def test_ttl_deletes_finished_tasks_and_retention_deletes_kept_sandboxes(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    with sandbox_server(tmp_path / "sb") as server:
+        _, url = make_repo(tmp_path)
+        quick = agent_script(tmp_path, "quick", QUICK_AGENT)
+        failing = agent_script(tmp_path, "failing", "raise SystemExit(2)\n")
+        op = make_operator(controlplane, server, namespace, tmp_path).start()
+        try:
+            create_task(kubectl, namespace, "short-lived", {"repository": {"url": url}, "ttlSecondsAfterFinished": 5,
+                                                            "agent": {"command": quick}})
+            create_task(kubectl, namespace, "kept", {"repository": {"url": url}, "agent": {"command": failing},
+                                                     "sandbox": {"keepOnFailure": True, "keepForSeconds": 8}})
+            kept = wait_phase(kubectl, namespace, "kept", {"Failed"}, timeout=60)["status"]
+            name = kept["sandbox"]["name"]
+            assert kept["reason"] == "AgentFailed"
+            assert kept["sandbox"]["retainUntil"]
+            box = wait_for(lambda: (b := server.get(name)) and b["state"] == "stopped" and b, timeout=20,
+                           what="the kept sandbox to be stopped")
+            assert box["state"] == "stopped"
+
+            done = wait_phase(kubectl, namespace, "short-lived", {"Succeeded"}, timeout=60)
+            finished_at = when(done["status"]["completionTime"])
+            wait_for(lambda: get_task(kubectl, namespace, "short-lived") is None, timeout=30,
+                     what="the finished task to be deleted by its TTL")
+            gone_after = (dt.datetime.now(dt.UTC) - finished_at).total_seconds()
+            assert 5 <= gone_after <= 15
+
+            wait_for(lambda: server.get(name) is None, timeout=30, what="the kept sandbox to be deleted")
+            assert time.time() >= when(kept["sandbox"]["retainUntil"]).timestamp() - 1
+            final = get_task(kubectl, namespace, "kept")
+            assert final is not None and final["status"]["sandbox"]["deleted"] is True
+        finally:
+            op.stop()
+
+
+def test_global_limit_queue_order_and_restart(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    with sandbox_server(tmp_path / "sb") as server:
+        _, url = make_repo(tmp_path)
+        agent = agent_script(tmp_path, "agent", QUICK_AGENT)
+        op = make_operator(controlplane, server, namespace, tmp_path, AGENTTASK_MAX_ACTIVE_SANDBOXES="5").start()
+        names = [f"q-{i:02d}" for i in range(40)]
+        try:
+            docs = [json.dumps({"apiVersion": "agenttask.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": n},
+                                "spec": {"repository": {"url": url}, "agent": {"command": [*agent, "1.5"]}}})
+                    for n in names]
+            for i in range(0, 40, 4):  # a few per second: creation timestamps have one-second resolution
+                kubectl("create", "-n", namespace, "-f", "-", input="\n".join(docs[i:i + 4]))
+                time.sleep(0.3)
+            queued = wait_for(lambda: [t for n in names[10:] if (t := get_task(kubectl, namespace, n))
+                                       and t.get("status", {}).get("phase") == "Queued"] or None,
+                              timeout=60, what="queued tasks")
+            sample = queued[0]["status"]
+            assert conditions(queued[0])["Admitted"]["reason"] == "QuotaExceeded"
+            assert "position" in sample["message"] and sample["queuePosition"] >= 1
+            wait_for(lambda: sum(1 for n in names if (get_task(kubectl, namespace, n) or {}).get("status", {})
+                                 .get("phase") == "Succeeded") >= 12, timeout=120, what="a third to finish")
+            op.kill()
+            op.start()
+            finished = [wait_phase(kubectl, namespace, n, {"Succeeded", "Failed"}, timeout=240) for n in names]
+        finally:
+            op.stop()
+        stats = server.stats()
+        assert stats["max_alive"] <= 5
+        assert all(t["status"]["phase"] == "Succeeded" for t in finished)
+        assert stats["sandboxes_created"] == 40
+        # FCFS: a task created in an earlier second was never admitted after one created later
+        by_created = sorted(finished, key=lambda t: when(t["metadata"]["creationTimestamp"]))
+        for earlier, later in itertools.pairwise(by_created):
+            if when(earlier["metadata"]["creationTimestamp"]) < when(later["metadata"]["creationTimestamp"]):
+                assert when(earlier["status"]["startTime"]) <= when(later["status"]["startTime"]), (
+                    earlier["metadata"]["name"], later["metadata"]["name"])
+
+
+def test_warm_pool_serves_first_tasks_then_falls_back(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    faults = json.dumps({"latency": {"create": 0.8, "pool_create": 0.01}})
+    with sandbox_server(tmp_path / "sb", extra=("--faults", faults)) as server:
+        _, url = make_repo(tmp_path)
+        agent = agent_script(tmp_path, "agent", QUICK_AGENT)
+        op = make_operator(controlplane, server, namespace, tmp_path, AGENTTASK_WARM_POOLS='{"daytona-small": 3}',
+                           AGENTTASK_GC_INTERVAL_SECONDS="60").start()
+        try:
+            wait_for(lambda: [p for p in server._request("GET", "/api/warm-pools")
+                              if p["snapshot"] == "daytona-small" and p["currentSize"] >= 3] or None,
+                     timeout=60, what="the warm pool to fill")
+            # refills spend the create latency: make it long so the pool drains
+            server.set_faults({"latency": {"create": 6, "pool_create": 0.01}})
+            for i in range(6):
+                create_task(kubectl, namespace, f"warm-{i}", {"repository": {"url": url},
+                                                              "sandbox": {"snapshot": "daytona-small"},
+                                                              "agent": {"command": agent}})
+            done = [wait_phase(kubectl, namespace, f"warm-{i}", {"Succeeded", "Failed"}, timeout=90) for i in range(6)]
+        finally:
+            text = op.metrics()
+            op.stop()
+        assert all(t["status"]["phase"] == "Succeeded" for t in done)
+        stats = server.stats()
+        assert stats["pool_hits"] == 3
+        assert stats["pool_misses"] == 3
+        assert 'agenttask_warm_pool_requests_total{result="hit"}' in text
+        assert 'agenttask_warm_pool_requests_total{result="miss"}' in text
+        assert 'agenttask_time_to_running_seconds_count{path="warm-pool"}' in text
+        assert 'agenttask_time_to_running_seconds_count{path="cold"}' in text
+
+
+def test_two_replicas_one_active_and_failover(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "kopf-peering.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev")
+    kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "agenttask-operator"}}))
+    with sandbox_server(tmp_path / "sb") as server:
+        _, url = make_repo(tmp_path)
+        agent = agent_script(tmp_path, "agent", QUICK_AGENT)
+        env = {"AGENTTASK_STANDALONE": "false", "AGENTTASK_PEERING_LIFETIME_SECONDS": "8"}
+        replicas = [make_operator(controlplane, server, namespace, tmp_path, f"replica-{i}", **env).start()
+                    for i in range(2)]
+        try:
+            for i in range(4):
+                create_task(kubectl, namespace, f"ha-{i}", {"repository": {"url": url},
+                                                            "agent": {"command": [*agent, "6"]}})
+            wait_for(lambda: all((get_task(kubectl, namespace, f"ha-{i}") or {}).get("status", {}).get("phase")
+                                 == "Running" for i in range(4)), timeout=60, what="all tasks running")
+
+            def supervising(op: Operator) -> bool:
+                return "phase Provisioning -> Running" in op.logs()
+
+            active = [op for op in replicas if supervising(op)]
+            assert len(active) == 1, "exactly one replica may reconcile"
+            standby = next(op for op in replicas if op is not active[0])
+            active[0].kill()
+            done = [wait_phase(kubectl, namespace, f"ha-{i}", {"Succeeded", "Failed"}, timeout=120) for i in range(4)]
+        finally:
+            for op in replicas:
+                op.stop()
+        assert all(t["status"]["phase"] == "Succeeded" for t in done)
+        assert "Running -> Succeeded" in standby.logs()
+        created = server.stats()["creates_by_name"]
+        for task in done:
+            assert created.get(f"at-{task['metadata']['uid']}-1") == 1
+            assert task["status"]["attempts"] == 1
+
