@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# The operator image: `agenttask run` (kopf) on a slim Python base, non-root, runtime dependencies only.
+#
+#   docker build -t agenttask-operator:dev .
+#
+# Two stages: `build` turns the source into a wheel and installs it with its pinned runtime
+# dependencies (constraints.txt; no dev extras) into a virtualenv; the final stage copies only
+# that virtualenv. tests/chart/test_install.py replays the two RUN steps of the build stage in a
+# temporary virtualenv, so keep each as one command over /src, /wheels and /opt/venv.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml README.md constraints.txt ./
+COPY controller ./controller
+# 1. the operator wheel (the package only; setuptools comes from PyPI in pip's isolated build env)
+RUN python -m pip wheel --no-deps --wheel-dir /wheels /src
+# 2. a virtualenv with that wheel and its runtime dependencies at the versions pinned in constraints.txt
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-compile --constraint /src/constraints.txt /wheels/*.whl
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="agenttask-operator" \
+      org.opencontainers.image.description="Kubernetes operator running AI coding agents on GitHub issues in Daytona sandboxes" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# a fixed, unprivileged uid/gid (the chart's podSecurityContext uses the same); no login, no home
+RUN groupadd --system --gid 10001 agenttask \
+ && useradd --system --uid 10001 --gid agenttask --no-create-home --home-dir /tmp --shell /usr/sbin/nologin agenttask
+COPY --from=build /opt/venv /opt/venv
+# HOME=/tmp: the root filesystem is read-only in the cluster; /tmp is the pod's writable emptyDir
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp
+USER 10001:10001
+WORKDIR /tmp
+# /metrics, /healthz, /readyz and /github/webhook
+EXPOSE 8080
+ENTRYPOINT ["agenttask", "run"]
