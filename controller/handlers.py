@@ -66,8 +66,9 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, **kwargs: A
     cfg = operator_settings()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agenttask.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="agenttask.io", key="last-handled-configuration")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(  # no handler reacts to spec
+        prefix="agenttask.io", key="last-handled-configuration",  # changes; a 1 MiB issue body would not
+        ignored_fields=["spec.issue.body"])  # fit the 256 KiB annotation limit
     settings.posting.level = logging.WARNING
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
@@ -81,7 +82,8 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, **kwargs: A
     sandboxes = Sandboxes.connect(
         api_url=cfg.daytona_api_url,
         api_key=cfg.daytona_api_key.get_secret_value() if cfg.daytona_api_key else None,
-        target=cfg.daytona_target, request_timeout=cfg.daytona_request_timeout_seconds)
+        target=cfg.daytona_target, request_timeout=cfg.daytona_request_timeout_seconds,
+        retries=cfg.daytona_retries)
     queue = AdmissionQueue(limit=cfg.max_active_sandboxes, per_namespace=cfg.max_active_per_namespace)
     github = _state["github"] = integration.configure(cfg, kube=kube)  # None: GitHub not configured
     metrics.ADMISSION_LIMIT.set(cfg.max_active_sandboxes)

@@ -12,8 +12,10 @@ It does not decide anything: the plan says what to do, this module only does it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -108,41 +110,59 @@ def translate(operation: str, exc: BaseException) -> Exception:
     return Retryable(text, status=status)
 
 
+# operations that must not be repeated blindly: the supervisor re-observes and adopts instead
+NOT_RETRIED = frozenset({"create", "session_create", "session_exec", "git_clone", "logs_follow"})
+
+
 class Sandboxes:
     """Daytona operations used by the operator, with error translation and metrics."""
 
-    def __init__(self, client: AsyncDaytona, *, request_timeout: float = 30.0):
+    def __init__(self, client: AsyncDaytona, *, request_timeout: float = 30.0, retries: int = 3):
         self._client = client
         self._timeout = request_timeout
+        self._retries = retries
 
     @classmethod
     def connect(cls, *, api_url: str | None, api_key: str | None, target: str | None = None,
-                request_timeout: float = 30.0) -> Sandboxes:
+                request_timeout: float = 30.0, retries: int = 3) -> Sandboxes:
         logs.register_secret(api_key)
         config = DaytonaConfig(api_url=api_url, api_key=api_key, target=target)
-        return cls(AsyncDaytona(config), request_timeout=request_timeout)
+        return cls(AsyncDaytona(config), request_timeout=request_timeout, retries=retries)
 
     async def close(self) -> None:
         await self._client.close()  # type: ignore[no-untyped-call]
 
     async def _call(self, operation: str, make: Callable[[], Awaitable[T]], *,
                     missing_ok: bool = False) -> T | None:
-        started = time.monotonic()
-        try:
-            result = await make()
-        except DaytonaNotFoundError:
-            metrics.DAYTONA_REQUESTS.labels(operation, "not_found").inc()
-            if missing_ok:
-                return None
-            raise Fatal(f"daytona {operation}: not found", status=404) from None
-        except (DaytonaError, TimeoutError, OSError) as exc:
-            translated = translate(operation, exc)
-            outcome = "retryable" if isinstance(translated, Retryable) else "error"
-            metrics.DAYTONA_REQUESTS.labels(operation, outcome).inc()
-            raise translated from None
-        metrics.DAYTONA_REQUESTS.labels(operation, "ok").inc()
-        metrics.DAYTONA_LATENCY.labels(operation).observe(time.monotonic() - started)
-        return result
+        """One Daytona operation. Idempotent operations are retried here on transient errors
+        (exponential backoff with jitter, Retry-After honoured) so that a multi-step action does
+        not restart from scratch on every hiccup; the rest surface `Retryable` at once and the
+        supervisor re-observes before trying again (adopt-or-create)."""
+        attempts = 1 if operation in NOT_RETRIED else self._retries + 1
+        for attempt in range(1, attempts + 1):
+            started = time.monotonic()
+            try:
+                result = await make()
+            except DaytonaNotFoundError:
+                metrics.DAYTONA_REQUESTS.labels(operation, "not_found").inc()
+                if missing_ok:
+                    return None
+                raise Fatal(f"daytona {operation}: not found", status=404) from None
+            except (DaytonaError, TimeoutError, OSError) as exc:
+                translated = translate(operation, exc)
+                if isinstance(translated, Retryable):
+                    metrics.DAYTONA_REQUESTS.labels(operation, "retryable").inc()
+                    if attempt < attempts:
+                        delay = random.uniform(0.5, 1.0) * min(8.0, 0.2 * 2 ** attempt)
+                        await asyncio.sleep(max(delay, min(translated.retry_after or 0.0, 30.0)))
+                        continue
+                else:
+                    metrics.DAYTONA_REQUESTS.labels(operation, "error").inc()
+                raise translated from None
+            metrics.DAYTONA_REQUESTS.labels(operation, "ok").inc()
+            metrics.DAYTONA_LATENCY.labels(operation).observe(time.monotonic() - started)
+            return result
+        raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------- sandboxes
 

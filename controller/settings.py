@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     """Snapshot used when a task names neither snapshot nor image."""
     daytona_request_timeout_seconds: float = Field(30.0, gt=0)
     """Timeout of a single Daytona API request."""
+    daytona_retries: int = Field(3, ge=0, le=10)
+    """In-call retries of idempotent Daytona requests on 429/5xx/timeouts (then the supervisor
+    backs off and re-observes)."""
 
     # --- reconcile timing
     poll_interval_seconds: float = Field(2.0, gt=0)

@@ -114,7 +114,8 @@ def _link(url: str | None, label: str | None) -> str:
         return _cell(label)
     if not url.lower().startswith(("https://", "http://")):
         return _cell(url)
-    return f'<td><a href="{html.escape(url, quote=True)}" rel="noopener noreferrer">{html.escape(url)}</a></td>'
+    shown = f"PR #{url.rsplit('/', 1)[-1]}" if "/pull/" in url else url
+    return f'<td><a href="{html.escape(url, quote=True)}" rel="noopener noreferrer">{html.escape(shown)}</a></td>'
 
 
 _STYLE = """
@@ -124,7 +125,9 @@ p.meta{color:#59636e;margin:0 0 16px}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #d1d9e0;padding:6px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa}
-td.msg{max-width:420px;overflow-wrap:anywhere}
+td{white-space:nowrap}
+td.msg{white-space:normal;min-width:280px;overflow-wrap:anywhere}
+.err{color:#a40e26}
 .phase{font-weight:600;border-radius:10px;padding:1px 8px;display:inline-block}
 .Succeeded{background:#dafbe1;color:#116329}.Failed{background:#ffebe9;color:#a40e26}
 .Running,.Provisioning{background:#ddf4ff;color:#0550ae}.Pending,.Queued{background:#fff8c5;color:#7d4e00}
@@ -140,13 +143,15 @@ def render(items: list[TaskView], now: dt.datetime) -> str:
     body = []
     for item in items:
         phase = html.escape(item.phase)
-        error = item.last_error or item.message
+        text = html.escape(item.message or "-")
+        if item.last_error:
+            text += f'<br><span class="err">last error: {html.escape(item.last_error)}</span>'
         body.append(
             f'<tr data-task="{html.escape(item.namespace)}/{html.escape(item.name)}" data-phase="{phase}">'
             f"{_cell(item.namespace)}{_cell(item.name)}"
             f'<td><span class="phase {phase}">{phase}</span></td>'
             f"{_cell(item.reason)}{_cell(item.issue)}{_cell(item.sandbox_id)}{_cell(item.sandbox_state)}"
-            f"{_cell(age(item.created, now))}{_link(item.result_url, item.outcome)}{_cell(error, 'msg')}</tr>")
+            f'{_cell(age(item.created, now))}{_link(item.result_url, item.outcome)}<td class="msg">{text}</td></tr>')
     if not body:
         body.append('<tr><td colspan="10">No AgentTasks.</td></tr>')
     return (

@@ -179,6 +179,12 @@ class Supervisor:
             self.logger.warning("transient error, retrying in %.1fs: %s", delay, logs.redact(str(exc)))
             await self._record_error(task, str(exc))
             return delay
+        except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
+            # a bug or an unexpected response shape: keep supervising with backoff, never crash-loop
+            metrics.RECONCILE_ERRORS.labels("unexpected").inc()
+            delay = self.backoff.next()
+            self.logger.exception("unexpected error, retrying in %.1fs: %s", delay, logs.redact(repr(exc)))
+            return delay
         except Fatal as exc:
             metrics.RECONCILE_ERRORS.labels("fatal").inc()
             self.logger.error("task failed: %s", logs.redact(str(exc)))

@@ -191,7 +191,7 @@ class GitHubClient:
         claims = {"iat": now - JWT_BACKDATE_SECONDS, "exp": now + JWT_LIFETIME_SECONDS, "iss": auth.app_id}
         try:
             token = jwt.encode(claims, auth.private_key, algorithm="RS256")
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, jwt.PyJWTError) as exc:
             raise Fatal(f"the GitHub App private key is not a usable RSA PEM key ({type(exc).__name__})",
                         reason="GitHubAppKeyInvalid") from None
         logs.register_secret(token)

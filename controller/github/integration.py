@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from .client import GitHubClient, SecretCredentials
 from .events import TaskDefaults, TriggerConfig
 from .notifier import GitHubNotifier
 from .webhook import WebhookHandler
+
+_log = logging.getLogger("agenttask.github")
 
 
 @dataclass
@@ -62,6 +65,9 @@ def defaults(settings: Settings) -> TaskDefaults:
 def configure(settings: Settings, *, kube: Any) -> GitHubIntegration | None:
     webhook = None
     if settings.github_webhook_secret is not None:
+        if settings.namespaces and settings.github_namespace not in settings.namespaces:
+            _log.warning("webhook tasks go to namespace %s, which this operator does not watch (%s)",
+                         settings.github_namespace, ",".join(settings.namespaces))
         secret = settings.github_webhook_secret.get_secret_value()
         logs.register_secret(secret)
         webhook = WebhookHandler(secret=secret.encode(), kube=kube, triggers=triggers(settings),
