@@ -5,7 +5,7 @@ Does::
     GET  /_admin/faults        current fault settings (see `faults` for the format)
     POST /_admin/faults        replace them; ``lose`` destroys the named sandboxes at once
                                -> {..settings.., "lost": [ids], "not_found": [names]}
-    GET  /_admin/stats         counters (see `stats`)
+    GET  /_admin/stats         counters, incl. per-name `first_create_at` (see `stats`)
     POST /_admin/reset-stats   zero the counters -> the new (empty) stats
 
 Does not: change anything else about the server.

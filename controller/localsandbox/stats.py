@@ -1,15 +1,17 @@
 """Counters behind ``GET /_admin/stats`` and `LocalSandboxServer.stats()`.
 
 Does: count calls per operation (after authentication; see `faults` for the names), sandboxes
-created / deleted (any cause) / alive / most alive at once, creates per sandbox name, and
-what the server did on its own (auto-stops, TTL expiries, lost sandboxes, injected faults,
-warm-pool hits).
+created / deleted (any cause) / alive / most alive at once, creates per sandbox name, when the
+first create of each name arrived (``first_create_at``, Unix seconds; benchmarks measure
+apply -> first create request with it), and what the server did on its own (auto-stops, TTL
+expiries, lost sandboxes, injected faults, warm-pool hits).
 
 Does not: know about HTTP or sandboxes; the store and middleware call it.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -26,6 +28,7 @@ class Stats:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.creates_by_name: Counter[str] = Counter()
+        self.first_create_at: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
         self.alive = 0
         self.max_alive = 0
@@ -44,6 +47,7 @@ class Stats:
         """A sandbox came into existence (it counts as alive until `sandbox_gone`)."""
         self.counters["sandboxes_created"] += 1
         self.creates_by_name[name] += 1
+        self.first_create_at.setdefault(name, time.time())
         self.alive += 1
         self.max_alive = max(self.max_alive, self.alive)
 
@@ -56,6 +60,7 @@ class Stats:
         """Zero every counter; `alive` is a gauge and stays, `max_alive` restarts from it."""
         self.calls.clear()
         self.creates_by_name.clear()
+        self.first_create_at.clear()
         self.counters.clear()
         self.max_alive = self.alive
 
@@ -66,4 +71,5 @@ class Stats:
         out["sandboxes_alive"] = self.alive
         out["max_alive"] = self.max_alive
         out["creates_by_name"] = dict(sorted(self.creates_by_name.items()))
+        out["first_create_at"] = dict(sorted(self.first_create_at.items()))
         return out

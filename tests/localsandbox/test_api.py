@@ -75,6 +75,23 @@ async def test_error_shapes_for_conflict_not_found_and_unknown_routes(
     assert sandbox_name in body["message"]
     assert server.stats()["creates_by_name"][sandbox_name] == 1
 
+
+async def test_stats_record_when_each_name_was_first_created(
+    server: LocalSandboxServer, daytona: AsyncDaytona
+) -> None:
+    sandbox_name = name("timed")
+    before = time.time()
+    await daytona.create(CreateSandboxFromSnapshotParams(name=sandbox_name))
+    first = server.stats()["first_create_at"][sandbox_name]
+    assert before <= first <= time.time()
+    await daytona.delete(await daytona.get(sandbox_name))
+    await daytona.create(CreateSandboxFromSnapshotParams(name=sandbox_name))
+    stats = server.stats()
+    assert stats["creates_by_name"][sandbox_name] == 2
+    assert stats["first_create_at"][sandbox_name] == first  # the first create, not the latest
+    server.reset_stats()
+    assert server.stats()["first_create_at"] == {}
+
     status, body, _ = await raw(server, "DELETE", "/api/sandbox/no-such-sandbox")
     assert status == 404
     assert body == {"statusCode": 404, "message": body["message"], "error": "Not Found"}
