@@ -41,6 +41,7 @@ def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluste
     pids = list(cluster.pids().values())
     try:
         yield cluster
+        _scan_for_secrets(cluster)
     finally:
         cluster.stop()
         left = [p for p in pids if _alive(p)]
@@ -77,3 +78,21 @@ def namespace(kubectl: Kubectl) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     kubectl("create", "namespace", name)
     return name
+
+
+def _scan_for_secrets(cluster: DevCluster) -> None:
+    """No secret value a test gave the operator appears in anything it emitted all session:
+    its logs, its final metrics, and every event and AgentTask status left in the cluster."""
+    from .integration.harness import EMITTED, SECRETS
+
+    if not SECRETS:
+        return
+    texts = [path.read_text(errors="replace") for path in EMITTED if path.exists()]
+    kubectl = [str(cluster.kubectl), f"--kubeconfig={cluster.kubeconfig}"]
+    for kind in ("events", "agenttasks"):
+        done = subprocess.run([*kubectl, "get", kind, "-A", "-o", "json"], capture_output=True, text=True,
+                              timeout=120)
+        if done.returncode == 0:
+            texts.append(done.stdout)
+    leaks = sorted({secret for secret in SECRETS for text in texts if secret in text})
+    assert not leaks, f"{len(leaks)} secret value(s) appeared in operator output during the session"

@@ -24,6 +24,16 @@ T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Everything operators emitted during the session, and every secret value tests handed them:
+# conftest scans the former for the latter when the session ends.
+EMITTED: list[Path] = []
+SECRETS: set[str] = set()
+
+
+def register_secret(value: str) -> str:
+    SECRETS.add(value)
+    return value
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -103,6 +113,7 @@ def sandbox_server(root: Path, *, api_key: str = "test-daytona-key-0001", extra:
          "--root", str(root), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, start_new_session=True,
     )
+    register_secret(api_key)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -151,6 +162,8 @@ class Operator:
         return env
 
     def start(self) -> Operator:
+        if self.log_path not in EMITTED:
+            EMITTED.append(self.log_path)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "controller.cli", "run", "--namespace", self.namespace],
@@ -184,6 +197,10 @@ class Operator:
 
     def stop(self) -> None:
         if self.process is not None:
+            with contextlib.suppress(OSError):  # keep the final metrics for the session-wide secret scan
+                snapshot = self.log_path.with_suffix(".metrics")
+                snapshot.write_text(self.metrics())
+                EMITTED.append(snapshot)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
             try:

@@ -14,7 +14,7 @@ import pytest
 from controller.devcluster import DevCluster
 
 from ..conftest import Kubectl
-from .harness import Operator, SandboxServer, agent_script, make_repo, sandbox_server, wait_for
+from .harness import Operator, SandboxServer, agent_script, make_repo, register_secret, sandbox_server, wait_for
 
 CHANGE_AGENT = """
 import pathlib, sys, time
@@ -308,8 +308,8 @@ def test_deleting_a_running_task_deletes_its_sandbox(
 def test_secret_values_never_leak(
     operator: Operator, daytona: SandboxServer, kubectl: Kubectl, namespace: str, tmp_path: Path
 ) -> None:
-    secret_value = "s3cr3t-Agent-Value-7f1e2d"
-    token_value = "tok-Repo-Token-9a8b7c6d"
+    secret_value = register_secret("s3cr3t-Agent-Value-7f1e2d")
+    token_value = register_secret("tok-Repo-Token-9a8b7c6d")
     kubectl("create", "secret", "generic", "agent-key", "-n", namespace, f"--from-literal=key={secret_value}")
     kubectl("create", "secret", "generic", "repo-token", "-n", namespace, f"--from-literal=token={token_value}")
     _, url = make_repo(tmp_path)

@@ -29,7 +29,6 @@ STATES = ["creating", "started", "stopped", "error", "destroyed", "archived", "s
 def observations() -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries({
         "sandbox": st.one_of(st.none(), st.sampled_from(STATES)),
-        "sandbox_attempt": st.integers(min_value=0, max_value=2),  # 0 = current attempt, else a stale one
         "command": st.one_of(st.none(), st.just("running"), st.integers(min_value=0, max_value=3)),
         "admitted": st.booleans(),
         "outcome": st.sampled_from([None, "NoChanges", "PullRequestOpened"]),
@@ -41,8 +40,7 @@ def _observe(task: AgentTask, raw: dict[str, Any]) -> Observation:
     attempt = max(task.status.attempts, 1)
     sandbox = None
     if raw["sandbox"] is not None:
-        seen_attempt = attempt if raw["sandbox_attempt"] == 0 else attempt
-        name = plan.sandbox_name(UID, seen_attempt)
+        name = plan.sandbox_name(UID, attempt)  # the supervisor looks the current attempt up by name
         if task.status.phase is not None and task.status.phase.terminal and task.status.sandbox:
             name = task.status.sandbox.name or name
         sandbox = SandboxObs(id=f"id-{name}", name=name, state=raw["sandbox"])
