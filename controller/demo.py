@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .devcluster import DevCluster
+from .devcluster.cluster import free_port
 
 CRD = Path(__file__).resolve().parent / "crds" / "agenttask.yaml"
 
@@ -73,13 +73,6 @@ def make_demo_repo(root: Path) -> Path:
     _git("commit", "-qm", "initial", cwd=work)
     _git("clone", "-q", "--bare", str(work), str(bare))
     return bare
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -183,7 +176,7 @@ def _with_cluster(args: argparse.Namespace, work: Path, cluster: DevCluster) -> 
                 raise RuntimeError(f"sandbox server failed: {(work / 'sandbox-server.log').read_text()[-1000:]}")
             env.update(DAYTONA_API_URL=line.removeprefix("DAYTONA_API_URL="), DAYTONA_API_KEY=key)
             _say(f"- embedded Daytona-compatible server at {env['DAYTONA_API_URL']}")
-        port = _free_port()
+        port = free_port()
         env.update(KUBECONFIG=str(cluster.kubeconfig), AGENTTASK_STANDALONE="true",
                    AGENTTASK_HTTP_HOST="127.0.0.1", AGENTTASK_HTTP_PORT=str(port),
                    AGENTTASK_POLL_INTERVAL_SECONDS="0.5", AGENTTASK_INSTANCE_ID="demo")

@@ -213,6 +213,13 @@ class Operator:
         return self.log_path.read_text(errors="replace")
 
 
+def operator_for(kubeconfig: Path, server: SandboxServer, namespace: str, tmp_path: Path, name: str = "operator",
+                 **env: str) -> Operator:
+    """An Operator watching `namespace` with its own instance id and log file (not started)."""
+    return Operator(kubeconfig=kubeconfig, server=server, namespace=namespace, log_path=tmp_path / f"{name}.log",
+                    instance_id=f"it-{namespace}", env_overrides=env)
+
+
 def make_repo(tmp: Path, *, files: dict[str, str] | None = None) -> tuple[Path, str]:
     """A bare repository with one commit on `main`; returns (bare path, file:// URL)."""
     work, bare = tmp / "seed", tmp / "origin.git"

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from controller.devcluster import DevCluster
 
 from ..conftest import Kubectl
-from .harness import Operator, SandboxServer, agent_script, make_repo, sandbox_server, wait_for
+from .harness import SandboxServer, agent_script, make_repo, operator_for, sandbox_server, wait_for
 from .test_operator import get_task
 
 TERMINAL = {"Succeeded", "Failed"}
@@ -30,12 +30,6 @@ import sys, time
 time.sleep(float(sys.argv[1]))
 print("slept", flush=True)
 """
-
-
-def _operator(controlplane: DevCluster, server: SandboxServer, namespace: str, tmp_path: Path,
-              name: str = "operator", **env: str) -> Operator:
-    return Operator(kubeconfig=controlplane.kubeconfig, server=server, namespace=namespace,
-                    log_path=tmp_path / f"{name}.log", instance_id=f"it-{namespace}", env_overrides=env)
 
 
 def _create_many(kubectl: Kubectl, namespace: str, specs: dict[str, dict[str, Any]]) -> None:
@@ -77,7 +71,7 @@ def test_apiserver_restart_mid_run(controlplane: DevCluster, crd: Path, kubectl:
                                    server: SandboxServer, tmp_path: Path) -> None:
     _, url = make_repo(tmp_path)
     agent = agent_script(tmp_path, "sleepy", SLEEPY_AGENT)
-    op = _operator(controlplane, server, namespace, tmp_path).start()
+    op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path).start()
     try:
         _create_many(kubectl, namespace, {f"restart-{i}": {"repository": {"url": url},
                                                            "agent": {"command": [*agent, "8"]}} for i in range(8)})
@@ -98,7 +92,7 @@ def test_daytona_fault_storm_ends_truthfully(controlplane: DevCluster, crd: Path
     agent = agent_script(tmp_path, "sleepy", SLEEPY_AGENT)
     storm = {"errors": {"*": {"rate": 0.2, "status": 503}}, "rate_limit": {"rate": 0.1, "retry_after": 1}, "seed": 3}
     server.set_faults(storm)
-    op = _operator(controlplane, server, namespace, tmp_path).start()
+    op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path).start()
     lost: set[str] = set()
     stop = threading.Event()
 
@@ -178,7 +172,7 @@ def _specs(repo_url: str) -> st.SearchStrategy[dict[str, Any]]:
 def test_fuzzed_specs_are_rejected_or_explained(controlplane: DevCluster, crd: Path, kubectl: Kubectl,
                                                 namespace: str, server: SandboxServer, tmp_path: Path) -> None:
     _, url = make_repo(tmp_path)
-    op = _operator(controlplane, server, namespace, tmp_path).start()
+    op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path).start()
     accepted: list[str] = []
     counter = iter(range(10_000))
 
@@ -226,7 +220,7 @@ def test_kill_dash_nine_twenty_times_over_200_tasks(controlplane: DevCluster, cr
     _, url = make_repo(tmp_path)
     agent = agent_script(tmp_path, "sleepy", SLEEPY_AGENT)
     server.set_faults({"latency": {"create": 0.09, "*": 0.02}})
-    op = _operator(controlplane, server, namespace, tmp_path, AGENTTASK_MAX_ACTIVE_SANDBOXES="25").start()
+    op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path, AGENTTASK_MAX_ACTIVE_SANDBOXES="25").start()
     rng = random.Random(20)
     try:
         _create_many(kubectl, namespace, {f"k9-{i:03d}": {"repository": {"url": url},

@@ -20,7 +20,7 @@ from controller.kube import Kube
 from controller.sandboxes import Sandboxes
 
 from ..conftest import ROOT, Kubectl
-from .harness import Operator, SandboxServer, agent_script, make_repo, sandbox_server, wait_for
+from .harness import Operator, SandboxServer, agent_script, make_repo, operator_for, sandbox_server, wait_for
 from .test_operator import conditions, create_task, get_task, wait_phase
 
 QUICK_AGENT = """
@@ -32,12 +32,6 @@ print("quick agent done", flush=True)
 
 def when(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def make_operator(controlplane: DevCluster, server: SandboxServer, namespace: str, tmp_path: Path,
-                  name: str = "operator", **env: str) -> Operator:
-    return Operator(kubeconfig=controlplane.kubeconfig, server=server, namespace=namespace,
-                    log_path=tmp_path / f"{name}.log", instance_id=f"it-{namespace}", env_overrides=env)
 
 
 async def _create_raw(server: SandboxServer, name: str, labels: dict[str, str]) -> None:
@@ -60,7 +54,7 @@ def test_orphan_sweep_deletes_only_our_orphans(
         asyncio.run(_create_raw(server, "unlabelled", {"team": "x"}))
         _, url = make_repo(tmp_path)
         slow = agent_script(tmp_path, "slow", QUICK_AGENT)
-        op = make_operator(controlplane, server, namespace, tmp_path, AGENTTASK_GC_INTERVAL_SECONDS="1",
+        op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path, AGENTTASK_GC_INTERVAL_SECONDS="1",
                            AGENTTASK_GC_GRACE_SECONDS="0").start()
         try:
             wait_for(lambda: server.get("orphan-1") is None, timeout=30, what="the sweep to delete orphan-1")
@@ -116,7 +110,7 @@ def test_ttl_deletes_finished_tasks_and_retention_deletes_kept_sandboxes(
         _, url = make_repo(tmp_path)
         quick = agent_script(tmp_path, "quick", QUICK_AGENT)
         failing = agent_script(tmp_path, "failing", "raise SystemExit(2)\n")
-        op = make_operator(controlplane, server, namespace, tmp_path).start()
+        op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path).start()
         try:
             create_task(kubectl, namespace, "short-lived", {"repository": {"url": url}, "ttlSecondsAfterFinished": 5,
                                                             "agent": {"command": quick}})
@@ -151,7 +145,8 @@ def test_global_limit_queue_order_and_restart(
     with sandbox_server(tmp_path / "sb") as server:
         _, url = make_repo(tmp_path)
         agent = agent_script(tmp_path, "agent", QUICK_AGENT)
-        op = make_operator(controlplane, server, namespace, tmp_path, AGENTTASK_MAX_ACTIVE_SANDBOXES="5").start()
+        op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path,
+                          AGENTTASK_MAX_ACTIVE_SANDBOXES="5").start()
         names = [f"q-{i:02d}" for i in range(40)]
         try:
             docs = [json.dumps({"apiVersion": "agenttask.io/v1alpha1", "kind": "AgentTask", "metadata": {"name": n},
@@ -192,8 +187,8 @@ def test_warm_pool_serves_first_tasks_then_falls_back(
     with sandbox_server(tmp_path / "sb", extra=("--faults", faults)) as server:
         _, url = make_repo(tmp_path)
         agent = agent_script(tmp_path, "agent", QUICK_AGENT)
-        op = make_operator(controlplane, server, namespace, tmp_path, AGENTTASK_WARM_POOLS='{"daytona-small": 3}',
-                           AGENTTASK_GC_INTERVAL_SECONDS="60").start()
+        op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path,
+                          AGENTTASK_WARM_POOLS='{"daytona-small": 3}', AGENTTASK_GC_INTERVAL_SECONDS="60").start()
         try:
             wait_for(lambda: [p for p in server._request("GET", "/api/warm-pools")
                               if p["snapshot"] == "daytona-small" and p["currentSize"] >= 3] or None,
@@ -229,7 +224,7 @@ def test_two_replicas_one_active_and_failover(
         _, url = make_repo(tmp_path)
         agent = agent_script(tmp_path, "agent", QUICK_AGENT)
         env = {"AGENTTASK_STANDALONE": "false", "AGENTTASK_PEERING_LIFETIME_SECONDS": "8"}
-        replicas = [make_operator(controlplane, server, namespace, tmp_path, f"replica-{i}", **env).start()
+        replicas = [operator_for(controlplane.kubeconfig, server, namespace, tmp_path, f"replica-{i}", **env).start()
                     for i in range(2)]
         try:
             for i in range(4):
