@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The project's whole check, as CI runs it: virtualenv, cached control-plane build,
-# ruff, mypy --strict, pytest. Extra arguments go to pytest.
+# The project's whole check, as CI runs it: virtualenv, cached control-plane and tool builds,
+# static checks (Dockerfiles, chart), ruff, mypy --strict, pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -10,6 +10,12 @@ start=$(date +%s)
 
 echo "== control plane (cached build)"
 .venv/bin/agenttask dev-cluster build
+
+echo "== test tools (cached: helm from its Go module, checkov in its own virtualenv)"
+./hack/tools.sh
+
+echo "== static checks: hadolint (Dockerfiles), checkov (rendered chart)"
+./hack/tools.sh static-checks
 
 echo "== ruff"
 .venv/bin/ruff check controller tests bench
