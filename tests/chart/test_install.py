@@ -1,6 +1,10 @@
 """The operator image's install, replayed without a container engine: the Dockerfile's build-stage
 RUN steps run verbatim (paths mapped to a temporary directory) into a clean virtualenv, and the
-entrypoint starts from it. Also the static shape of both Dockerfiles."""
+entrypoint starts from it. Also the static shape of both Dockerfiles.
+
+pip resolves from the wheelhouse `hack/tools.sh` keeps for the current constraints.txt
+(PIP_NO_INDEX + PIP_FIND_LINKS: the same files PyPI serves, downloaded once), so the replay takes
+seconds instead of re-downloading every dependency on each run."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, tool_path
 
 DOCKERFILE = ROOT / "Dockerfile"
 AGENT_DOCKERFILE = ROOT / "images" / "agent" / "Dockerfile.slim"
@@ -103,9 +107,13 @@ def test_install_steps_give_a_working_entrypoint_from_a_clean_virtualenv(tmp_pat
     for old, new in (("/src", src), ("/wheels", wheels), ("/opt/venv", venv)):
         script = script.replace(old, shlex.quote(str(new)))
     script = re.sub(r"(^|&& )python ", lambda m: m.group(1) + shlex.quote(sys.executable) + " ", script)
+    wheelhouse = tool_path("wheelhouse")
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=600,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                               "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)})
+    assert done.returncode == 0, (
+        "the Dockerfile's install steps failed (a runtime dependency missing from constraints.txt? regenerate it "
+        "with `.venv/bin/pip freeze --exclude-editable`):\n" + done.stdout[-3000:] + done.stderr[-3000:])
 
     agenttask = venv / "bin" / "agenttask"
     for argv in ([str(agenttask), "--help"], [str(agenttask), "run", "--help"]):
