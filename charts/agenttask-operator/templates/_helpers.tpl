@@ -63,7 +63,7 @@ app.kubernetes.io/part-of: agenttask-operator
   verbs: [get, list, watch, patch, create, delete]
 - apiGroups: [agenttask.io]
   resources: [agenttasks/status]
-  verbs: [get, patch]
+  verbs: [patch]
 # Kubernetes events on every phase change (kopf.event -> core/v1 events).
 - apiGroups: [""]
   resources: [events]
