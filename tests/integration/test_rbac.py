@@ -113,6 +113,8 @@ def assert_least_privilege(kubectl: Kubectl, sa: str, namespace: str) -> None:
     assert can_i(kubectl, sa, "get", "secrets", "-n", namespace)
     assert can_i(kubectl, sa, "patch", "agenttasks.agenttask.io", "--subresource=status", "-n", namespace)
     assert can_i(kubectl, sa, "create", "events", "-n", namespace)
+    assert can_i(kubectl, sa, "create", "agenttasks.agenttask.io", "-n", namespace)  # GitHub webhook
+    assert can_i(kubectl, sa, "delete", "agenttasks.agenttask.io", "-n", namespace)  # ttlSecondsAfterFinished
     # never: writing or enumerating Secrets, deleting namespaces, running pods, granting itself more
     for verb in ("create", "update", "patch", "delete", "list", "watch"):
         assert not can_i(kubectl, sa, verb, "secrets", "-n", namespace), f"{verb} secrets"
@@ -250,3 +252,24 @@ def test_namespaced_mode_confines_the_operator_to_its_namespaces(
     assert done.returncode != 0 and "forbidden" in done.stderr.lower(), done.stderr
 
 
+
+
+def test_github_app_mode_may_write_token_secrets_only_in_the_github_namespace(
+    controlplane: DevCluster, kubectl: Kubectl, namespace: str
+) -> None:
+    """With a GitHub App the operator writes installation-token Secrets, in githubNamespace only."""
+    release = f"rbac-{uuid.uuid4().hex[:6]}"
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", other)
+    kubectl("create", "namespace", SYSTEM_NS, check=False)
+    docs = render(f"watchNamespaces={{{namespace},{other}}}", f"settings.githubNamespace={namespace}",
+                  "settings.githubAppSecret=agenttask-github-app", release=release)
+    sa = f"{release}-agenttask-operator"
+    kubectl("apply", "-f", "-", input=docs_of(docs, "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                                                 "Role", "RoleBinding"))
+    for verb in ("create", "patch"):
+        assert can_i(kubectl, sa, verb, "secrets", "-n", namespace)
+        assert not can_i(kubectl, sa, verb, "secrets", "-n", other)
+    for verb in ("list", "watch", "delete", "update"):
+        assert not can_i(kubectl, sa, verb, "secrets", "-n", namespace)
+    assert can_i(kubectl, sa, "get", "secrets", "-n", other)  # watched: tasks there may reference Secrets
