@@ -139,3 +139,34 @@ def test_install_steps_give_a_working_entrypoint_from_a_clean_virtualenv(tmp_pat
     assert not unpinned, f"installed but not pinned in constraints.txt: {unpinned}"
     drift = sorted(line for name, line in installed.items() if name in pins and pins[name] != line)
     assert not drift, f"versions differ from constraints.txt: {drift}"
+
+
+def test_agent_image_runner_stage_builds_a_standalone_zipapp(tmp_path: Path) -> None:
+    """The agent image's `runner` stage, replayed: its COPY lines and RUN line make runner.pyz,
+    which runs with nothing but the standard library (no `controller` package around it)."""
+    runner, _ = stages(AGENT_DOCKERFILE)
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for word, args in runner:
+        if word == "COPY":
+            source, dest = args.split()
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, src / dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                (src / dest).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, src / dest)
+    (run,) = [args for word, args in runner if word == "RUN"]
+    script = run.replace("/out", shlex.quote(str(out)))
+    script = re.sub(r"(^|&& )python ", lambda m: m.group(1) + shlex.quote(sys.executable) + " ", script)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=src, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    zipapp = out / "runner.pyz"
+    assert zipapp.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    # no context directory: the runner reports bad context (64) instead of failing to import
+    ran = subprocess.run([sys.executable, "-I", str(zipapp)], cwd=empty, capture_output=True, text=True,
+                         timeout=60, env={"PATH": "/usr/bin:/bin", "AGENTTASK_CONTEXT_DIR": str(empty / "missing")})
+    assert ran.returncode == 64, ran.stderr
+    assert "Traceback" not in ran.stderr
