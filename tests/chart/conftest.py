@@ -3,6 +3,7 @@ user's cache) and a renderer that returns the chart's manifests as parsed object
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -69,3 +70,25 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = by_kind(docs, kind)
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
+
+
+def values_paths() -> list[str]:
+    """Dotted paths of values.yaml keys that carry a `# --` comment (the documented ones)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[str] = []
+    paths, commented = [], False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            commented = True
+            continue
+        match = re.match(r"^(\s*)([A-Za-z][\w-]*):", line)
+        if not match:
+            if not stripped:
+                commented = False
+            continue
+        stack = [*stack[: len(match.group(1)) // 2], match.group(2)]
+        if commented:
+            paths.append(".".join(stack))
+        commented = False
+    return paths

@@ -13,7 +13,7 @@ import yaml
 
 from controller.settings import Settings
 
-from .conftest import CHART, ROOT, VALUES_ALL, Render, by_kind, one, run_helm
+from .conftest import CHART, ROOT, VALUES_ALL, Render, by_kind, one, run_helm, values_paths
 from .settings_map import SPECIAL, camel, env_names, helm_value
 
 
@@ -247,3 +247,17 @@ def test_values_are_documented_line_by_line() -> None:
             if not previous.startswith("#"):
                 undocumented.append(line.strip())
     assert not undocumented, f"values.yaml keys without a comment: {undocumented}"
+
+
+def test_values_all_sets_every_option() -> None:
+    """tests/chart/values-all.yaml really exercises every key of values.yaml."""
+    everything = yaml.safe_load(VALUES_ALL.read_text())
+    missing = []
+    for path in values_paths():
+        node: Any = everything
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(path)
+                break
+            node = node[part]
+    assert not missing, f"values-all.yaml does not set: {missing}"

@@ -17,32 +17,10 @@ import yaml
 from controller.devcluster import DevCluster
 from controller.settings import Settings
 
-from .conftest import CHART, ROOT
+from .conftest import ROOT, values_paths
 from .settings_map import env_names, helm_value
 
 DOCS = ROOT / "docs"
-
-
-def values_paths() -> list[str]:
-    """Dotted paths of values.yaml keys that carry a `# --` comment (the documented ones)."""
-    lines = (CHART / "values.yaml").read_text().splitlines()
-    stack: list[str] = []
-    paths, commented = [], False
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith("# --"):
-            commented = True
-            continue
-        match = re.match(r"^(\s*)([A-Za-z][\w-]*):", line)
-        if not match:
-            if not stripped:
-                commented = False
-            continue
-        stack = [*stack[: len(match.group(1)) // 2], match.group(2)]
-        if commented:
-            paths.append(".".join(stack))
-        commented = False
-    return paths
 
 
 def test_configuration_lists_every_operator_setting() -> None:
