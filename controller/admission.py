@@ -72,7 +72,7 @@ class AdmissionQueue:
         self._active: dict[Key, str] = {}
         self._waiting: dict[Key, Waiting] = {}
         self._seeded = False
-        self._changed = asyncio.Event()
+        self._turn: dict[Key, asyncio.Event] = {}  # waiting key -> set when it may be admitted now
 
     @property
     def active(self) -> int:
@@ -107,8 +107,12 @@ class AdmissionQueue:
                                             limit=self.limit, per_namespace=self.per_namespace)
         if item.key in admit:
             self._waiting.pop(item.key)
+            self._turn.pop(item.key, None)
             self._active[item.key] = item.key[0]
             return Admission(admitted=True)
+        turn = self._turn.get(item.key)
+        if turn is None or turn.is_set():  # woken but overtaken (e.g. by an older task): wait again
+            self._turn[item.key] = asyncio.Event()
         position = positions.get(item.key)
         total = len(positions)
         message = (f"waiting for a sandbox slot: position {position} of {total} in the queue "
@@ -118,15 +122,27 @@ class AdmissionQueue:
         return Admission(admitted=False, position=position, queued=total, limit_message=message + ")")
 
     def release(self, key: Key) -> None:
-        """The task finished (or is gone): free its slot / leave the queue and wake the waiters."""
+        """The task finished (or is gone): free its slot / leave the queue, and wake the waiting
+        tasks that may be admitted now — only those: with N queued, waking every waiter on every
+        release made each release cost N re-observations and N status writes (O(N²) per batch).
+        The others refresh their queue position on their own recheck interval."""
+        self._turn.pop(key, None)
         freed = self._active.pop(key, None) is not None
         left = self._waiting.pop(key, None) is not None
-        if freed or left:
-            self._changed.set()
-            self._changed = asyncio.Event()
+        if not (freed or left) or not self._turn:
+            return
+        admit, _ = order_admissions(active=self._active, waiting=self._waiting.values(),
+                                    limit=self.limit, per_namespace=self.per_namespace)
+        for admissible in admit:
+            turn = self._turn.get(admissible)
+            if turn is not None:
+                turn.set()
 
-    async def wait_for_change(self, timeout: float) -> None:
-        """Sleep until a slot frees (or the queue changes), at most `timeout` seconds."""
-        event = self._changed
+    async def wait_for_turn(self, key: Key, timeout: float) -> None:
+        """Sleep until `key` may be admitted (a slot freed for it), at most `timeout` seconds.
+        A wake-up that came while the task was busy is not lost: it returns at once."""
+        turn = self._turn.get(key)
+        if turn is None:
+            turn = self._turn[key] = asyncio.Event()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(turn.wait(), timeout)

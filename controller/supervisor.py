@@ -209,7 +209,7 @@ class Supervisor:
             waits.append(asyncio.ensure_future(self.follower.exited.wait()))
         phase = AgentTask.from_body(self.current).status.phase
         if phase in (Phase.QUEUED, None, Phase.PENDING):
-            waits.append(asyncio.ensure_future(self.rt.queue.wait_for_change(seconds)))
+            waits.append(asyncio.ensure_future(self.rt.queue.wait_for_turn(self.key, seconds)))
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 from controller.admission import AdmissionQueue, Waiting, order_admissions
@@ -50,3 +51,18 @@ def test_seeded_holders_count_against_the_limit() -> None:
     queue = AdmissionQueue(limit=2)
     queue.seed(holding=[("a", "x"), ("b", "y")], waiting=[])
     assert not queue.request(w("c", "z", 1)).admitted
+
+
+async def test_release_wakes_only_the_waiters_that_may_be_admitted() -> None:
+    queue = AdmissionQueue(limit=1)
+    holder, older, younger = w("a", "1", 1), w("a", "2", 2), w("a", "3", 3)
+    assert queue.request(holder).admitted
+    assert not queue.request(older).admitted
+    assert not queue.request(younger).admitted
+    queue.release(holder.key)  # before anyone waits: the wake-up must not be lost
+    await asyncio.wait_for(queue.wait_for_turn(older.key, 5), 1)
+    started = asyncio.get_running_loop().time()
+    await queue.wait_for_turn(younger.key, 0.2)  # not its turn: sleeps the whole timeout
+    assert asyncio.get_running_loop().time() - started >= 0.19
+    assert not queue.request(younger).admitted
+    assert queue.request(older).admitted
