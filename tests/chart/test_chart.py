@@ -261,3 +261,21 @@ def test_values_all_sets_every_option() -> None:
                 break
             node = node[part]
     assert not missing, f"values-all.yaml does not set: {missing}"
+
+
+def test_chart_defaults_are_the_operator_defaults() -> None:
+    """values.yaml does not silently override the operator: each default equals Settings' own."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["settings"]
+    differ = []
+    for field, info in Settings.model_fields.items():
+        if field in SPECIAL:
+            continue
+        chart = values[camel(field)]
+        default = info.get_default(call_default_factory=True)
+        if chart in ("", None, {}) and default in (None, {}, ""):
+            continue
+        if field == "github_allowed_associations":
+            chart = chart.split(",")
+        if chart != default:
+            differ.append(f"settings.{camel(field)}: chart {chart!r}, operator {default!r}")
+    assert not differ, differ
