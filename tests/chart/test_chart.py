@@ -279,3 +279,12 @@ def test_chart_defaults_are_the_operator_defaults() -> None:
         if chart != default:
             differ.append(f"settings.{camel(field)}: chart {chart!r}, operator {default!r}")
     assert not differ, differ
+
+
+def test_peering_crds_match_the_repository_copy(render: Render) -> None:
+    """The chart's kopf peering CRDs are the same API as crds/kopf-peering.yaml (kopf's own)."""
+    docs = yaml.safe_load_all((ROOT / "crds" / "kopf-peering.yaml").read_text())
+    repo = {d["metadata"]["name"]: d["spec"] for d in docs if d}
+    chart = {d["metadata"]["name"]: d["spec"] for d in by_kind(render(sets=("replicaCount=2",)),
+                                                               "CustomResourceDefinition")}
+    assert chart == repo
