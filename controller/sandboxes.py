@@ -268,9 +268,11 @@ class Sandboxes:
             url, path, branch=branch, username=username, password=password,
             request_timeout=self._timeout * 20))
 
-    async def start_command(self, sandbox: Any, session_id: str, command: str) -> str:
-        """Run `command` asynchronously in a fresh or existing session; adopt one already started."""
-        exists, running = await self.command(sandbox, session_id)
+    async def start_command(self, sandbox: Any, session_id: str, command: str, *,
+                            session: tuple[bool, CommandObs | None] | None = None) -> str:
+        """Run `command` asynchronously in a fresh or existing session; adopt one already started.
+        `session` is what `command()` returned if the caller just looked (saves the look-up)."""
+        exists, running = session if session is not None else await self.command(sandbox, session_id)
         if running is not None:
             return running.id
         if not exists:

@@ -136,6 +136,9 @@ class Supervisor:
         self.last_log_write: dt.datetime | None = None
         self.last_error_write: dt.datetime | None = None
         self.path = "unknown"  # how the sandbox was created, for time-to-running by path
+        # what this step's observation fetched, so its actions do not fetch it again
+        self.seen: Any | None = None  # the SDK sandbox of the current attempt
+        self.seen_session: tuple[str, bool, plan.CommandObs | None] | None = None  # (session, exists, command)
 
     # --------------------------------------------------------------- main loop
 
@@ -160,6 +163,7 @@ class Supervisor:
         task = self._latest()
         if task.metadata.deletion_timestamp is not None:
             return None
+        self.seen = self.seen_session = None
         try:
             obs = await self.observe(task)
             decision = plan.decide(task, obs, now=self.rt.clock(), config=self.rt.config)
@@ -233,10 +237,10 @@ class Supervisor:
         attempt = max(status.attempts, 1)
         if phase.terminal:
             name = status.sandbox.name if status.sandbox and status.sandbox.name else None
-            sandbox = await rt.sandboxes.find(name) if name else None
+            sandbox = self.seen = await rt.sandboxes.find(name) if name else None
             return plan.Observation(sandbox=rt.sandboxes.observe(sandbox) if sandbox is not None else None)
         name = plan.sandbox_name(task.metadata.uid, attempt)
-        sandbox = await rt.sandboxes.find(name)
+        sandbox = self.seen = await rt.sandboxes.find(name)
         if sandbox is None:
             return plan.Observation()
         sandbox_obs = rt.sandboxes.observe(sandbox)
@@ -244,6 +248,7 @@ class Supervisor:
             return plan.Observation(sandbox=sandbox_obs)
         sid = plan.session_id(attempt)
         exists, command = await rt.sandboxes.command(sandbox, sid)
+        self.seen_session = (sid, exists, command)
         result: Result | None = None
         log_tail: str | None = None
         if command is not None:
@@ -291,7 +296,7 @@ class Supervisor:
         elif isinstance(action, plan.DeleteSandbox):
             if self.follower is not None:
                 await self.follower.stop()
-            if await rt.sandboxes.delete_if_exists(action.name):
+            if await rt.sandboxes.delete_if_exists(self._seen(action.name) or action.name):
                 self.logger.info("sandbox %s deleted (%s)", action.name, action.reason)
         elif isinstance(action, plan.DeleteTask):
             meta = task.metadata
@@ -321,19 +326,30 @@ class Supervisor:
                 env["AGENTTASK_GIT_TOKEN"] = token
         return env
 
+    def _seen(self, name: str) -> Any | None:
+        """The sandbox called `name` if this step's observation fetched it."""
+        return self.seen if self.seen is not None and self.seen.name == name else None
+
     async def _start_agent(self, task: AgentTask, action: plan.StartAgent) -> None:
         rt = self.rt
-        sandbox = await rt.sandboxes.find(plan.sandbox_name(task.metadata.uid, action.attempt))
+        name = plan.sandbox_name(task.metadata.uid, action.attempt)
+        sandbox = self._seen(name) or await rt.sandboxes.find(name)
         if sandbox is None:
             return  # lost in between: the next observation handles it
-        _, command = await rt.sandboxes.command(sandbox, action.session_id)
+        seen = self.seen_session
+        if seen is not None and seen[0] == action.session_id:
+            session: tuple[bool, plan.CommandObs | None] = seen[1:]
+        else:
+            session = await rt.sandboxes.command(sandbox, action.session_id)
+        command = session[1]
         if command is None:
             env = await self._sandbox_env(task)
             files = context.context_files(task, attempt=action.attempt, settings=rt.settings, runner=rt.runner,
                                           env=env)
             await rt.sandboxes.upload(sandbox, files)
             await self._clone(task, sandbox)
-        command_id = await rt.sandboxes.start_command(sandbox, action.session_id, context.runner_command(rt.settings))
+        command_id = await rt.sandboxes.start_command(sandbox, action.session_id, context.runner_command(rt.settings),
+                                                      session=session)
         self.logger.info("agent started", extra={"sandbox_id": sandbox.id, "attempt": action.attempt,
                                                  "command_id": command_id})
 
