@@ -81,6 +81,8 @@ class Observation:
     last_log_write: dt.datetime | None = None
     admission: Admission | None = None
     deleting: bool = False
+    agent_started: dt.datetime | None = None
+    """When this operator started `command` (known only for a command it started itself)."""
 
 
 @dataclass(frozen=True)
@@ -334,7 +336,7 @@ def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
             b.set(log_tail=obs.log_tail)
 
     if command.exit_code is None:
-        started = task.status.running_time or b.now
+        started = task.status.running_time or obs.agent_started or b.now
         if task.status.phase != Phase.RUNNING:
             b.phase(Phase.RUNNING, Reason.AGENT_STARTED, f"the agent is running in sandbox {name}")
             b.cond(ConditionType.AGENT_RUNNING, ConditionStatus.TRUE, Reason.AGENT_STARTED,
@@ -346,6 +348,8 @@ def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
             wait = min(wait, max((limit - b.now).total_seconds(), 0.0))
         return Decision(status=b.build(), requeue_after=wait)
 
+    if task.status.running_time is None and obs.agent_started is not None:
+        b.set(running_time=obs.agent_started)  # it ran (and finished) before it was seen running
     return _exited(task, obs, b, command.exit_code)
 
 

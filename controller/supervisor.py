@@ -139,6 +139,7 @@ class Supervisor:
         # what this step's observation fetched, so its actions do not fetch it again
         self.seen: Any | None = None  # the SDK sandbox of the current attempt
         self.seen_session: tuple[str, bool, plan.CommandObs | None] | None = None  # (session, exists, command)
+        self.agent_started: tuple[str, dt.datetime] | None = None  # (command id, when) of the command started here
 
     # --------------------------------------------------------------- main loop
 
@@ -260,8 +261,10 @@ class Supervisor:
                     follower.replace(final)
                 result = parse_result(await rt.sandboxes.download_json(sandbox, context.result_path(rt.settings)))
             log_tail = follower.tail() or None
+        started = self.agent_started
         return plan.Observation(sandbox=sandbox_obs, command=command, session_exists=exists, result=result,
-                                log_tail=log_tail, last_log_write=self.last_log_write)
+                                log_tail=log_tail, last_log_write=self.last_log_write,
+                                agent_started=started[1] if started and command and command.id == started[0] else None)
 
     def _follow(self, sandbox: Any, sid: str, cid: str) -> LogFollower:
         if self.follower is None or self.follower.command_id != cid:
@@ -350,6 +353,8 @@ class Supervisor:
             await self._clone(task, sandbox)
         command_id = await rt.sandboxes.start_command(sandbox, action.session_id, context.runner_command(rt.settings),
                                                       session=session)
+        if command is None:  # started now (not adopted): status.runningTime is this moment, not the next look
+            self.agent_started = (command_id, rt.clock())
         self.logger.info("agent started", extra={"sandbox_id": sandbox.id, "attempt": action.attempt,
                                                  "command_id": command_id})
 
@@ -415,7 +420,7 @@ class Supervisor:
             if status.start_time and status.completion_time:
                 metrics.TASK_DURATION.labels(after.value).observe(
                     (status.completion_time - status.start_time).total_seconds())
-        if after == Phase.RUNNING and task.metadata.creation_timestamp and status.running_time:
+        if task.status.running_time is None and status.running_time and task.metadata.creation_timestamp:
             metrics.TIME_TO_RUNNING.labels(self.path).observe(
                 (status.running_time - task.metadata.creation_timestamp).total_seconds())
         if status.reason == "SandboxLost":

@@ -141,6 +141,24 @@ def test_command_running_moves_to_running() -> None:
     assert d.actions == ()
 
 
+def test_running_time_is_when_the_operator_started_the_agent() -> None:
+    started_at = NOW - dt.timedelta(seconds=3)
+    d = decide(task(provisioning()), Observation(sandbox=started(), command=CommandObs("c1", None),
+                                                 agent_started=started_at))
+    assert d.status.phase == Phase.RUNNING
+    assert d.status.running_time == started_at
+
+
+def test_agent_that_finished_before_it_was_seen_running_still_has_a_running_time() -> None:
+    started_at = NOW - dt.timedelta(seconds=3)
+    d = decide(task(provisioning()), Observation(sandbox=started(), command=CommandObs("c1", 0),
+                                                 agent_started=started_at))
+    assert d.status.phase == Phase.SUCCEEDED
+    assert d.status.running_time == started_at
+    adopted = decide(task(provisioning()), Observation(sandbox=started(), command=CommandObs("c1", 0)))
+    assert adopted.status.running_time is None  # started by someone else: unknown, not guessed
+
+
 def test_confirmed_sandbox_missing_is_a_lost_attempt() -> None:
     t = task({**provisioning(), "sandbox": {"id": "sb1", "name": plan.sandbox_name(UID, 1)}})
     d = decide(t, Observation())
