@@ -1,0 +1,67 @@
+"""The benchmark's pure report helpers (bench/report.py); the benchmark itself never runs in tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import report
+
+
+def test_percentile_interpolates_between_ranks_like_numpy() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert report.percentile(values, 0) == 1.0
+    assert report.percentile(values, 100) == 4.0
+    assert report.percentile(values, 50) == 2.5
+    assert report.percentile(values, 95) == pytest.approx(3.85)
+    assert report.percentile([7.0], 99) == 7.0
+    assert report.percentile([], 50) is None
+    with pytest.raises(ValueError, match="outside"):
+        report.percentile(values, 101)
+
+
+def test_summarize_counts_missing_values_separately() -> None:
+    summary = report.summarize([1.0, None, 3.0, 2.0])
+    assert summary["count"] == 3 and summary["missing"] == 1
+    assert summary["p50"] == 2.0 and summary["max"] == 3.0 and summary["mean"] == 2.0
+    assert report.summarize(iter([None]))["p99"] is None
+
+
+def test_counters_per_task_and_deltas() -> None:
+    assert report.counter_delta({"GET a": 5, "LIST a": 1}, {"GET a": 9, "LIST a": 1, "PATCH a": 2}) == {
+        "GET a": 4, "PATCH a": 2}
+    assert report.per_task({"get": 300, "list": 0, "create": 100}, 100) == {"create": 1.0, "get": 3.0}
+    with pytest.raises(ValueError, match="positive"):
+        report.per_task({}, 0)
+
+
+def test_apiserver_request_totals_by_verb_and_resource() -> None:
+    exposition = "\n".join([
+        "# HELP apiserver_request_total [STABLE] Counter of apiserver requests",
+        'apiserver_request_total{code="200",component="apiserver",dry_run="",group="agenttask.io",resource="agenttasks",'
+        'scope="resource",subresource="status",verb="PATCH",version="v1alpha1"} 12',
+        'apiserver_request_total{code="409",component="apiserver",dry_run="",group="agenttask.io",resource="agenttasks",'
+        'scope="resource",subresource="status",verb="PATCH",version="v1alpha1"} 3',
+        'apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="events",'
+        'scope="namespace",subresource="",verb="POST",version="v1"} 4',
+        'apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="",'
+        'scope="",subresource="/metrics",verb="GET",version=""} 9',
+        'apiserver_request_duration_seconds_count{verb="GET"} 1',
+    ])
+    assert report.parse_request_totals(exposition) == {"PATCH agenttasks/status": 15.0, "POST events": 4.0}
+
+
+def test_render_has_the_tables_and_the_plot() -> None:
+    lat = {"to_first_create": report.summarize([0.1, 0.2]), "to_running": report.summarize([1.0, 2.0])}
+    side = {"wall_seconds": 10.0, "latency": lat, "daytona_calls_per_task": {"create": 1.0}}
+    results = {
+        "machine": {"cpus (nproc)": 2},
+        "parameters": {"concurrency": 50, "latency": {"create": 0.09}, "agent": "python3 -c print('ok')"},
+        "scale": [{"n": 100, "baseline": side,
+                   "operator": {**side, "wall_seconds": 15.0, "rss_peak_mib": 120.0, "cpu_seconds": 9.0,
+                                "kube_requests_per_task": {"PATCH agenttasks/status": 7.0}}}],
+        "optimisations": [{"change": "x", "before": "1 s", "after": "0.5 s"}],
+    }
+    text = report.render(results, plot="performance-time-to-running.png")
+    assert "| 100 | 10.0 s | 15.0 s | 1.50x | 120 MiB | 9 s |" in text
+    assert "![time to running](performance-time-to-running.png)" in text
+    assert "`PATCH agenttasks/status`" in text and "| x | 1 s | 0.5 s |" in text
