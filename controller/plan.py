@@ -93,6 +93,7 @@ class PlanConfig:
     max_poll_interval_seconds: float
     log_tail_interval_seconds: float
     queue_recheck_seconds: float = 30.0
+    queue_recheck_max_seconds: float = 300.0
     default_ttl_seconds: int | None = None
 
 
@@ -278,7 +279,7 @@ def _admit(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -
         b.phase(Phase.QUEUED, Reason.QUOTA_EXCEEDED, message)
         b.cond(ConditionType.ADMITTED, ConditionStatus.FALSE, Reason.QUOTA_EXCEEDED, message)
         b.set(queue_position=position)
-        return Decision(status=b.build(), requeue_after=config.queue_recheck_seconds)
+        return Decision(status=b.build(), requeue_after=queue_recheck(position, config))
     attempt = 1
     name = sandbox_name(task.metadata.uid, attempt)
     b.phase(Phase.PROVISIONING, Reason.PROVISIONING, f"creating sandbox {name}")
@@ -289,6 +290,16 @@ def _admit(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -
           sandbox=SandboxStatus(name=name, state="creating"))
     return Decision(status=b.build(), actions=(CreateSandbox(name=name, attempt=attempt),),
                     requeue_after=0)
+
+
+def queue_recheck(position: int | None, config: PlanConfig) -> float:
+    """When a queued task looks at its place again (a freed slot wakes it at once when it is its
+    turn). Every look rewrites the position, so the interval grows with the position: the shown
+    position stays about as fresh relative to its size, and a long queue costs the apiserver
+    O(log N) writes per recheck round instead of O(N) (1000 queued tasks: ~4 writes/s, not 33)."""
+    scale = max(1.0, (position or 1) / 10)
+    return min(config.queue_recheck_seconds * scale, max(config.queue_recheck_max_seconds,
+                                                          config.queue_recheck_seconds))
 
 
 def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig,

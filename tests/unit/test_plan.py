@@ -87,6 +87,17 @@ def test_pending_task_over_quota_is_queued_with_position() -> None:
     assert d.status.queue_position == 3
     assert cond(d, "Admitted") == ("False", "QuotaExceeded")
     assert d.actions == ()
+    assert d.requeue_after == CONFIG.queue_recheck_seconds
+
+
+def test_queued_tasks_far_back_recheck_less_often() -> None:
+    def requeue(position: int) -> float | None:
+        return decide(task({"phase": "Queued"}), Observation(admission=Admission(
+            admitted=False, position=position, queued=1000, limit_message=f"position {position}"))).requeue_after
+
+    assert requeue(1) == requeue(10) == CONFIG.queue_recheck_seconds
+    assert requeue(50) == 5 * CONFIG.queue_recheck_seconds
+    assert requeue(950) == CONFIG.queue_recheck_max_seconds
 
 
 @pytest.mark.parametrize("phase", [None, "Pending", "Queued"])
