@@ -58,7 +58,9 @@ def test_orphan_sweep_deletes_only_our_orphans(
                            AGENTTASK_GC_GRACE_SECONDS="0").start()
         try:
             wait_for(lambda: server.get("orphan-1") is None, timeout=30, what="the sweep to delete orphan-1")
-            assert 'agenttask_gc_deletions_total{reason="orphaned"} 1.0' in op.metrics()
+            # the counter moves just after the delete call returns: poll, do not race it
+            wait_for(lambda: 'agenttask_gc_deletions_total{reason="orphaned"} 1.0' in op.metrics(), timeout=10,
+                     what="the deletion to be counted")
             create_task(kubectl, namespace, "forced", {"repository": {"url": url},
                                                        "agent": {"command": [*slow, "300"]}})
             task = wait_phase(kubectl, namespace, "forced", {"Running"}, timeout=60)
@@ -73,7 +75,8 @@ def test_orphan_sweep_deletes_only_our_orphans(
                      what="the sweep to delete the force-removed task's sandbox")
             assert server.get("other-install") is not None
             assert server.get("unlabelled") is not None
-            assert 'agenttask_gc_deletions_total{reason="orphaned"} 1.0' in op.metrics()
+            wait_for(lambda: 'agenttask_gc_deletions_total{reason="orphaned"} 1.0' in op.metrics(), timeout=10,
+                     what="the deletion to be counted")
             assert 'agenttask_gc_runs_total{outcome="ok"}' in op.metrics()
         finally:
             op.stop()
