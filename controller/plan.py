@@ -142,7 +142,8 @@ class Decision:
     actions: tuple[Action, ...] = ()
     requeue_after: float | None = None
     release_slot: bool = False
-    """The task no longer needs its admission slot (finished and its sandbox is gone or kept)."""
+    """The task no longer needs its admission slot (finished and its sandbox is gone or kept, or
+    deleted by this decision's actions: the supervisor releases only after they succeeded)."""
     notes: tuple[str, ...] = field(default=())
 
 
@@ -408,7 +409,7 @@ def _cleanup(task: AgentTask, b: _Builder, *, keep: bool) -> Decision:
         return Decision(status=b.build(), actions=(StopSandbox(name=sandbox.name),), release_slot=True,
                         requeue_after=max((retain - b.now).total_seconds(), 0.0))
     return Decision(status=b.build(), actions=(DeleteSandbox(name=sandbox.name, reason="finished"),),
-                    requeue_after=0)
+                    requeue_after=0, release_slot=True)
 
 
 def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -> Decision:
@@ -427,7 +428,7 @@ def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
                         actions=(DeleteSandbox(name=sandbox.name, reason="retention-expired"),),
                         requeue_after=0)
     return Decision(status=b.build(), actions=(DeleteSandbox(name=sandbox.name, reason="finished"),),
-                    requeue_after=0)
+                    requeue_after=0, release_slot=True)
 
 
 def _expire(task: AgentTask, b: _Builder, config: PlanConfig) -> Decision:

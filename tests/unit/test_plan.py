@@ -198,6 +198,7 @@ def test_running_exit_zero_succeeds_and_deletes_sandbox() -> None:
     assert d.status.result == result
     assert d.status.completion_time == NOW
     assert d.actions == (DeleteSandbox(name=plan.sandbox_name(UID, 1), reason="finished"),)
+    assert d.release_slot  # once the delete succeeded: the next queued task need not wait for another look
 
 
 def test_running_exit_zero_without_changes_reports_no_changes() -> None:
