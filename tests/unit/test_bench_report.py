@@ -29,7 +29,7 @@ def test_summarize_counts_missing_values_separately() -> None:
 def test_counters_per_task_and_deltas() -> None:
     assert report.counter_delta({"GET a": 5, "LIST a": 1}, {"GET a": 9, "LIST a": 1, "PATCH a": 2}) == {
         "GET a": 4, "PATCH a": 2}
-    assert report.per_task({"get": 300, "list": 0, "create": 100}, 100) == {"create": 1.0, "get": 3.0}
+    assert report.per_task({"get": 300, "list": 0, "watch": 1, "create": 100}, 1000) == {"create": 0.1, "get": 0.3}
     with pytest.raises(ValueError, match="positive"):
         report.per_task({}, 0)
 
