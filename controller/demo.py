@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .devcluster import DevCluster
-from .devcluster.cluster import free_port
+from .devcluster.cluster import free_port, terminate
 
 CRD = Path(__file__).resolve().parent / "crds" / "agenttask.yaml"
 
@@ -83,13 +82,8 @@ def _process(argv: list[str], *, env: dict[str, str], log: Path) -> Iterator[sub
     try:
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        terminate([proc.pid], grace=20)
+        proc.wait()
 
 
 def _kubectl(cluster: DevCluster, *args: str, stdin: str | None = None) -> str:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from controller.devcluster.cluster import terminate
+
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,13 +122,8 @@ def sandbox_server(root: Path, *, api_key: str = "test-daytona-key-0001", extra:
         assert line.startswith("DAYTONA_API_URL="), f"unexpected first line {line!r}"
         yield SandboxServer(proc, line.removeprefix("DAYTONA_API_URL="), api_key, root)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        terminate([proc.pid], grace=15)
+        proc.wait()
 
 
 @dataclass
