@@ -139,6 +139,7 @@ class Phase(StrEnum):
     QUEUED = "Queued"
     PROVISIONING = "Provisioning"
     RUNNING = "Running"
+    SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
 
@@ -148,6 +149,9 @@ class Phase(StrEnum):
 
 
 class ConditionType(StrEnum):
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
     ADMITTED = "Admitted"
     SANDBOX_READY = "SandboxReady"
     AGENT_RUNNING = "AgentRunning"
@@ -173,9 +177,22 @@ class Reason(StrEnum):
     NO_CHANGES = "NoChanges"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    SANDBOX_KEPT = "SandboxKept"
+    PROVISIONING_TIMEOUT = "ProvisioningTimeout"
+    # the task's own faults (status.reason of a Failed task)
     INVALID_SPEC = "InvalidSpec"
     SECRET_NOT_FOUND = "SecretNotFound"
+    SANDBOX_RESOURCE_LIMIT = "SandboxResourceLimit"
+    SNAPSHOT_UNAVAILABLE = "SnapshotUnavailable"
+    SANDBOX_REJECTED = "SandboxRejected"
+    REPOSITORY_UNREACHABLE = "RepositoryUnreachable"
     SANDBOX_ERROR = "SandboxError"
+    # operator-wide causes a task waits on (status.reason while it waits; it does not fail)
+    DAYTONA_AUTH_FAILED = "DaytonaAuthFailed"
+    DAYTONA_FORBIDDEN = "DaytonaForbidden"
+    DAYTONA_QUOTA_EXCEEDED = "DaytonaQuotaExceeded"
+    DAYTONA_UNAVAILABLE = "DaytonaUnavailable"
+    KUBERNETES_FORBIDDEN = "KubernetesForbidden"
 
 
 class ConditionStatus(StrEnum):
@@ -197,8 +214,18 @@ class SandboxStatus(_Model):
     id: str | None = None
     name: str | None = None
     state: str | None = None
+    pending_since: dt.datetime | None = None
     deleted: bool | None = None
     retain_until: dt.datetime | None = None
+
+
+class Intent(_Model):
+    """A side effect a replica is about to perform, written (resourceVersion-guarded) before it."""
+
+    action: str
+    attempt: int
+    holder: str
+    since: dt.datetime
 
 
 class AgentStatus(_Model):
@@ -214,6 +241,7 @@ class Result(_Model):
     pull_request_url: str | None = None
     summary: str | None = None
     changed_files: tuple[str, ...] | None = None
+    failure_class: str | None = None
 
 
 class AgentTaskStatus(_Model):
@@ -229,6 +257,7 @@ class AgentTaskStatus(_Model):
     running_time: dt.datetime | None = None
     completion_time: dt.datetime | None = None
     agent: AgentStatus | None = None
+    intent: Intent | None = None
     result: Result | None = None
     log_tail: str | None = None
     last_error: str | None = None

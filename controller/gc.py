@@ -1,10 +1,19 @@
 """The orphan sweep: deletes sandboxes of this installation whose AgentTask is gone.
 
-`select_orphans` is the pure rule; `sweep` does the I/O: it lists every sandbox carrying this
-installation's `agenttask.io/instance` label (all pages) FIRST and the AgentTasks SECOND — a
-sandbox is only ever created for a task that already exists, so a task missing from the
-second list really is gone. Sandboxes younger than the grace period are left alone anyway.
-The orphans are then deleted a few at a time (`DELETE_CONCURRENCY`).
+`select_orphans` is the pure rule and `confirm` the pure two-sweep rule; `Sweeper.sweep` does
+the I/O: it lists every sandbox carrying this installation's `agenttask.io/instance` label (all
+pages) FIRST and the AgentTasks SECOND — a sandbox is only ever created for a task that already
+exists, so a task missing from the second list really is gone. Sandboxes younger than the grace
+period are left alone anyway.
+
+Destructive steps act only on confirmed information:
+- if any listing fails or is partial (an error on any page, a 404 for the task list), the sweep
+  aborts before deciding anything (`agenttask_gc_runs_total{outcome="aborted"}` and a log line);
+- a sandbox is deleted only when two sweeps at least the grace period apart both found it
+  orphaned (the first sweep only records it as a suspect); suspects live in memory, so a restart
+  merely delays a deletion by one sweep;
+- `dry_run` logs and counts what would be deleted and deletes nothing.
+Confirmed orphans are deleted a few at a time (`DELETE_CONCURRENCY`).
 
 Never touched: sandboxes of another installation, sandboxes without our labels, sandboxes of
 namespaces this operator does not watch. Deleting is idempotent (404 = already gone), so two
@@ -24,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import metrics
-from .errors import Fatal, Retryable
+from .errors import OperatorError
 from .kube import Kube
 from .sandboxes import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_NAMESPACE, LABEL_UID, Sandboxes
 
@@ -53,6 +62,8 @@ class SweepReport:
     seen: int = 0
     deleted: dict[str, str] = field(default_factory=dict)  # name -> reason
     already_gone: int = 0
+    suspected: dict[str, str] = field(default_factory=dict)  # seen orphaned once: deleted next time
+    would_delete: dict[str, str] = field(default_factory=dict)  # dry run
 
 
 def select_orphans(
@@ -107,41 +118,75 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-async def sweep(*, sandboxes: Sandboxes, kube: Kube, instance_id: str, namespaces: list[str],
-                grace_seconds: float, now: dt.datetime) -> SweepReport:
-    """One sweep; raises Retryable/Fatal when listing fails (nothing is deleted then)."""
-    report = SweepReport()
-    try:
+def confirm(doomed: Mapping[str, str], suspects: Mapping[str, dt.datetime], *, now: dt.datetime,
+            grace: dt.timedelta) -> tuple[dict[str, str], dict[str, dt.datetime]]:
+    """(confirmed orphans to delete now, the suspects to remember). An orphan is confirmed when a
+    sweep at least `grace` earlier also found it; a sandbox no longer orphaned stops being a suspect."""
+    confirmed = {name: reason for name, reason in doomed.items()
+                 if name in suspects and now - suspects[name] >= grace}
+    remembered = {name: suspects.get(name, now) for name in doomed if name not in confirmed}
+    return confirmed, remembered
+
+
+class Sweeper:
+    """The orphan sweep of one operator process (it remembers the suspects between sweeps)."""
+
+    def __init__(self, *, sandboxes: Sandboxes, kube: Kube, instance_id: str, namespaces: list[str],
+                 grace_seconds: float, dry_run: bool = False):
+        self.sandboxes, self.kube = sandboxes, kube
+        self.instance_id, self.namespaces = instance_id, namespaces
+        self.grace = dt.timedelta(seconds=grace_seconds)
+        self.dry_run = dry_run
+        self.suspects: dict[str, dt.datetime] = {}
+
+    async def _listings(self) -> tuple[list[SandboxInfo], list[dict[str, Any]]]:
         found = [SandboxInfo(name=b.name, labels=dict(b.labels or {}), created_at=_parse_time(b.created_at))
-                 async for b in sandboxes.list_labelled({LABEL_INSTANCE: instance_id})]
-        report.seen = len(found)
+                 async for b in self.sandboxes.list_labelled({LABEL_INSTANCE: self.instance_id})]
         bodies: list[dict[str, Any]] = []
-        if namespaces:
-            for ns in namespaces:
-                bodies += await kube.list_tasks(ns)
+        if self.namespaces:
+            for ns in self.namespaces:
+                bodies += await self.kube.list_tasks(ns)
         else:
-            bodies = await kube.list_tasks()
-    except (Retryable, Fatal):
-        metrics.GC_RUNS.labels("error").inc()
-        raise
-    tasks = {t.uid: t for t in map(_task_info, bodies)}
-    doomed = select_orphans(found, tasks, instance_id=instance_id,
-                            namespaces=frozenset(namespaces) if namespaces else None,
-                            now=now, grace=dt.timedelta(seconds=grace_seconds))
-    gate = asyncio.Semaphore(DELETE_CONCURRENCY)
+            bodies = await self.kube.list_tasks()
+        return found, bodies
 
-    async def delete(name: str, reason: str) -> None:
-        async with gate:
-            try:
-                if await sandboxes.delete_if_exists(name):
-                    report.deleted[name] = reason
-                    metrics.GC_DELETIONS.labels(reason).inc()
-                    log.info("gc: deleted sandbox %s (%s)", name, reason)
-                else:
-                    report.already_gone += 1
-            except Retryable as exc:
-                log.warning("gc: could not delete %s now: %s", name, exc)
+    async def sweep(self, *, now: dt.datetime) -> SweepReport:
+        """One sweep; raises the listing's error when a listing fails (nothing is deleted then)."""
+        report = SweepReport()
+        try:
+            found, bodies = await self._listings()
+        except OperatorError as exc:
+            metrics.GC_RUNS.labels("aborted").inc()
+            log.warning("gc: sweep aborted, nothing deleted: a listing failed: %s", exc)
+            raise
+        report.seen = len(found)
+        tasks = {t.uid: t for t in map(_task_info, bodies)}
+        doomed = select_orphans(found, tasks, instance_id=self.instance_id,
+                                namespaces=frozenset(self.namespaces) if self.namespaces else None,
+                                now=now, grace=self.grace)
+        confirmed, self.suspects = confirm(doomed, self.suspects, now=now, grace=self.grace)
+        report.suspected = {name: doomed[name] for name in self.suspects}
+        metrics.GC_SUSPECTS.set(len(self.suspects))
+        if self.dry_run:
+            report.would_delete = confirmed
+            for name, reason in sorted(confirmed.items()):
+                log.info("gc (dry run): would delete sandbox %s (%s)", name, reason)
+            metrics.GC_RUNS.labels("dry_run").inc()
+            return report
+        gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 
-    await asyncio.gather(*(delete(name, reason) for name, reason in sorted(doomed.items())))
-    metrics.GC_RUNS.labels("ok").inc()
-    return report
+        async def delete(name: str, reason: str) -> None:
+            async with gate:
+                try:
+                    if await self.sandboxes.delete_if_exists(name):
+                        report.deleted[name] = reason
+                        metrics.GC_DELETIONS.labels(reason).inc()
+                        log.info("gc: deleted sandbox %s (%s)", name, reason)
+                    else:
+                        report.already_gone += 1
+                except OperatorError as exc:
+                    log.warning("gc: could not delete %s now: %s", name, exc)
+
+        await asyncio.gather(*(delete(name, reason) for name, reason in sorted(confirmed.items())))
+        metrics.GC_RUNS.labels("ok").inc()
+        return report

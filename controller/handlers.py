@@ -1,10 +1,15 @@
 """kopf registrations, and nothing else: thin wrappers over the supervisor and adapters.
 
+State shared by the handlers travels in kopf's `memo` (an `App` put there by `operator.serve`),
+never in module globals, so two operators in one process (tests) cannot see each other's.
+
 - `configure` (startup): kopf settings (finalizer and annotation prefixes under agenttask.io,
   peering, timeouts), then the shared `Runtime` (Kubernetes client, Daytona client, admission
-  queue, runner zipapp) and the HTTP server (health, metrics).
+  queue, operator health, runner zipapp), the scrape-time metrics and the HTTP server.
 - `slots` (index): which tasks hold an admission slot or wait for one; complete before any
   supervisor starts, so admission after a restart never exceeds the limit.
+- `task_views` (index): the status page's rows; phase counts for /metrics are computed from it
+  at scrape time.
 - `supervise` (daemon): one per AgentTask that needs supervision.
 - `cleanup` (delete): deletes every sandbox of the task (404 = success) before kopf removes
   the `agenttask.io/sandbox-cleanup` finalizer.
@@ -15,55 +20,107 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
 
-from . import maintenance, metrics, plan
+from . import logs, maintenance, metrics, plan
 from .admission import AdmissionQueue, Waiting
 from .api import GROUP, PLURAL, VERSION, AgentTask, Phase
-from .errors import Fatal, Retryable
+from .errors import Cause, OperatorError, Retryable
 from .github import integration
+from .health import Health
 from .httpserver import HttpServer
 from .kube import Kube
+from .liveness import Liveness
+from .retry import RetryPolicy
 from .runner.pack import build_zipapp
+from .runtime import Runtime
 from .sandboxes import LABEL_INSTANCE, LABEL_UID, Sandboxes
 from .settings import Settings
 from .statuspage import TaskView, status_routes, task_view
-from .supervisor import Runtime, Supervisor
+from .supervisor import Supervisor
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 FINALIZER = "agenttask.io/sandbox-cleanup"
+SlotIndex = kopf.Index[tuple[str, str], tuple[bool, Waiting | None]]
 
-_state: dict[str, Any] = {}
+
+@dataclass
+class App:
+    """Everything one operator process shares between its handlers (kept in kopf's memo)."""
+
+    settings: Settings
+    runtime: Runtime | None = None
+    http: HttpServer | None = None
+    github: integration.GitHubIntegration | None = None
+    liveness: Liveness = field(default_factory=Liveness)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
 
-def runtime() -> Runtime:
-    rt: Runtime = _state["runtime"]
+def app_of(memo: Any) -> App:
+    app: App = memo.app
+    return app
+
+
+def runtime_of(memo: Any) -> Runtime:
+    rt = app_of(memo).runtime
+    if rt is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
     return rt
-
-
-def operator_settings() -> Settings:
-    configured: Settings | None = _state.get("settings")
-    if configured is None:
-        configured = _state["settings"] = Settings()
-    return configured
-
-
-def use_settings(value: Settings) -> None:
-    """Set the settings before the operator starts (the CLI does; tests may)."""
-    _state["settings"] = value
 
 
 def _post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message)
 
 
+def _own_pod() -> dict[str, Any] | None:
+    """The operator's own Pod as an event target (downward API env in the chart), if known."""
+    name, namespace = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
+    if not name or not namespace:
+        return None
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if os.environ.get("POD_UID"):
+        meta["uid"] = os.environ["POD_UID"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta}
+
+
+def _report_health(pod: dict[str, Any] | None) -> Callable[[Cause, bool, str], None]:
+    log = logging.getLogger("controller.health")
+
+    def report(cause: Cause, active: bool, message: str) -> None:
+        text = logs.redact(message)[:1000]
+        if active:
+            log.error("operator degraded (%s): %s; tasks wait, nothing fails", cause, text)
+        else:
+            log.warning("operator no longer degraded (%s)", cause)
+        if pod is not None:
+            _post_event(pod, "Warning" if active else "Normal", str(cause) if active else f"{cause}Resolved",
+                        text if active else f"{cause} cleared")
+
+    return report
+
+
+def _phase_counts(views: kopf.Index[tuple[str, str], TaskView]) -> Callable[[], dict[str, int]]:
+    def counts() -> dict[str, int]:
+        result: dict[str, int] = {}
+        for _, store in views.items():
+            for view in store:
+                result[view.phase] = result.get(view.phase, 0) + 1
+        return result
+
+    return counts
+
+
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, logger: Logger, **kwargs: Any) -> None:
-    cfg = operator_settings()
+async def configure(settings: kopf.OperatorSettings, logger: Logger, memo: Any, **kwargs: Any) -> None:
+    app = app_of(memo)
+    cfg = app.settings
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agenttask.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(  # no handler reacts to spec
@@ -78,51 +135,65 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, **kwargs: A
     settings.peering.lifetime = cfg.peering_lifetime_seconds
     settings.execution.max_workers = 4
 
-    kube = await Kube.connect()
+    health = Health(outage_after=cfg.daytona_outage_seconds)
+    health.on_change(_report_health(_own_pod()))
+    kube = await Kube.connect(health=health)
     sandboxes = Sandboxes.connect(
         api_url=cfg.daytona_api_url,
         api_key=cfg.daytona_api_key.get_secret_value() if cfg.daytona_api_key else None,
         target=cfg.daytona_target, request_timeout=cfg.daytona_request_timeout_seconds,
-        retries=cfg.daytona_retries)
+        policy=RetryPolicy(base=min(cfg.retry_base_seconds, 1.0), cap=8.0, attempts=cfg.daytona_retries + 1),
+        health=health)
     queue = AdmissionQueue(limit=cfg.max_active_sandboxes, per_namespace=cfg.max_active_per_namespace)
-    github = _state["github"] = integration.configure(cfg, kube=kube)  # None: GitHub not configured
+    github = app.github = integration.configure(cfg, kube=kube)  # None: GitHub not configured
     metrics.ADMISSION_LIMIT.set(cfg.max_active_sandboxes)
-    _state["runtime"] = Runtime(settings=cfg, kube=kube, sandboxes=sandboxes, queue=queue,
-                                runner=build_zipapp(), post_event=_post_event,
-                                on_transition=github.on_transition if github else None)
-    _state["maintenance"] = asyncio.create_task(maintenance.run_forever(_state["runtime"], priority=priority),
-                                                name="agenttask-maintenance")
-    server = HttpServer(host=cfg.http_host, port=cfg.http_port, ready=lambda: "runtime" in _state)
-    server.add_routes([*status_routes(kwargs["task_views"]), *(github.routes() if github else [])])
+    rt = app.runtime = Runtime(settings=cfg, kube=kube, sandboxes=sandboxes, queue=queue, health=health,
+                               runner=build_zipapp(), post_event=_post_event,
+                               on_transition=github.on_transition if github else None)
+    views: kopf.Index[tuple[str, str], TaskView] = kwargs["task_views"]
+    app.cleanups.append(metrics.install(metrics.StateCollector(
+        phases=_phase_counts(views), admitted=lambda: queue.active,
+        degraded=lambda: [str(c) for c in health.active()], causes=[str(c) for c in Cause],
+        all_phases=[p.value for p in Phase])))
+    loop = asyncio.create_task(maintenance.run_forever(rt, priority=priority), name="agenttask-maintenance")
+    app.background.append(loop)
+    app.liveness.watch("maintenance", loop)
+    server = HttpServer(host=cfg.http_host, port=cfg.http_port,
+                        ready=lambda: app.runtime is not None and not health.degraded(),
+                        alive=app.liveness.check)
+    server.add_routes([*status_routes(views), *(github.routes() if github else [])])
     await server.start()
-    _state["http"] = server
-    logger.info("operator configured: instance %s, http on %s", cfg.instance_id, server.url)
+    app.http = server
+    logger.info("operator configured: instance %s, replica %s, http on %s", cfg.instance_id, cfg.replica_id,
+                server.url)
 
 
 @kopf.on.cleanup()
-async def shutdown(**_: Any) -> None:
-    loop_task: asyncio.Task[None] | None = _state.pop("maintenance", None)
-    if loop_task is not None:
-        loop_task.cancel()
-    server: HttpServer | None = _state.pop("http", None)
-    if server is not None:
-        await server.stop()
-    rt: Runtime | None = _state.pop("runtime", None)
-    if rt is not None:
-        await rt.sandboxes.close()
-    github: integration.GitHubIntegration | None = _state.pop("github", None)
-    if github is not None:
-        await github.close()
+async def shutdown(memo: Any, **_: Any) -> None:
+    app = app_of(memo)
+    for task in app.background:
+        task.cancel()
+    app.background.clear()
+    if app.http is not None:
+        await app.http.stop()
+        app.http = None
+    if app.runtime is not None:
+        await app.runtime.sandboxes.close()
+        app.runtime = None
+    if app.github is not None:
+        await app.github.close()
+        app.github = None
+    for undo in app.cleanups:
+        undo()
+    app.cleanups.clear()
 
 
 # ------------------------------------------------------------------------- index
 
-_phases: dict[tuple[str, str], str] = {}
-
 
 def _holds_slot(task: AgentTask) -> bool:
     status = task.status
-    if status.start_time is None or status.phase in (None, Phase.PENDING, Phase.QUEUED):
+    if status.start_time is None or status.phase in (None, Phase.PENDING, Phase.QUEUED, Phase.SUSPENDED):
         return False
     if status.phase is not None and status.phase.terminal:
         box = status.sandbox
@@ -131,13 +202,11 @@ def _holds_slot(task: AgentTask) -> bool:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def slots(body: kopf.Body, namespace: str | None, name: str,
-          **_: Any) -> dict[tuple[str, str], tuple[bool, Waiting | None]]:
+async def slots(body: kopf.Body, namespace: str | None, name: str,
+                **_: Any) -> dict[tuple[str, str], tuple[bool, Waiting | None]]:
+    """Async on purpose: indexers then run on the event loop, never in executor threads."""
     task = AgentTask.from_body(body)
     key = (namespace or "", name)
-    phase = task.status.phase.value if task.status.phase else "Pending"
-    _phases[key] = phase
-    _publish_phase_counts()
     if _holds_slot(task):
         return {key: (True, None)}
     if task.status.phase in (None, Phase.PENDING, Phase.QUEUED) and not task.spec.suspend:
@@ -147,21 +216,13 @@ def slots(body: kopf.Body, namespace: str | None, name: str,
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def task_views(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[tuple[str, str], TaskView]:
+async def task_views(body: kopf.Body, namespace: str | None, name: str,
+                     **_: Any) -> dict[tuple[str, str], TaskView]:
     """The status page's rows (`statuspage.py`), kept current by kopf from its watch."""
     return {(namespace or "", name): task_view(AgentTask.from_body(body))}
 
 
-def _publish_phase_counts() -> None:
-    counts = dict.fromkeys((p.value for p in Phase), 0)
-    for phase in _phases.values():
-        counts[phase] = counts.get(phase, 0) + 1
-    for phase, count in counts.items():
-        metrics.TASKS.labels(phase).set(count)
-    metrics.QUEUE_DEPTH.set(counts.get("Queued", 0))
-
-
-def _seed(queue: AdmissionQueue, index: kopf.Index[tuple[str, str], tuple[bool, Waiting | None]]) -> None:
+def _seed(queue: AdmissionQueue, index: SlotIndex) -> None:
     holding, waiting = [], []
     for key, entries in index.items():
         for holds, item in entries:
@@ -175,33 +236,36 @@ def _seed(queue: AdmissionQueue, index: kopf.Index[tuple[str, str], tuple[bool, 
 # ------------------------------------------------------------------- supervisor
 
 
-def _needs_supervision(body: kopf.Body, **_: Any) -> bool:
-    rt: Runtime | None = _state.get("runtime")
+def _needs_supervision(body: kopf.Body, memo: Any, **_: Any) -> bool:
+    rt = app_of(memo).runtime
     return plan.needs_supervision(AgentTask.from_body(body), rt.config if rt is not None else None)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="supervisor", when=_needs_supervision, cancellation_timeout=10.0,
              initial_delay=lambda **_: random.uniform(0, 0.2))
-async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger,
+async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger, memo: Any,
                     **kwargs: Any) -> None:
-    rt = runtime()
+    rt = runtime_of(memo)
     _seed(rt.queue, kwargs["slots"])
     task = AgentTask.from_body(body)
     if _holds_slot(task):
         rt.queue.holds((task.metadata.namespace, task.metadata.name))
-    await Supervisor(rt, body=body, logger=logger).run(stopped)
+    liveness = app_of(memo).liveness
+    liveness.started()
+    try:
+        await Supervisor(rt, body=body, logger=logger, on_step=liveness.beat).run(stopped)
+    finally:
+        liveness.ended()
     rt.queue.release((task.metadata.namespace, task.metadata.name))
-    metrics.ADMITTED.set(rt.queue.active)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="sandbox-cleanup")
-async def cleanup(body: kopf.Body, namespace: str | None, name: str, logger: Logger, **_: Any) -> None:
+async def cleanup(body: kopf.Body, namespace: str | None, name: str, logger: Logger, memo: Any,
+                  **_: Any) -> None:
     """Delete every sandbox of the task (all attempts) before the finalizer is released."""
-    rt = runtime()
+    rt = runtime_of(memo)
     task = AgentTask.from_body(body)
     key = (namespace or "", name)
-    _phases.pop(key, None)
-    _publish_phase_counts()
     try:
         names = {plan.sandbox_name(task.metadata.uid, n) for n in range(1, max(task.status.attempts, 1) + 1)}
         async for sandbox in rt.sandboxes.list_labelled({LABEL_UID: task.metadata.uid,
@@ -211,7 +275,8 @@ async def cleanup(body: kopf.Body, namespace: str | None, name: str, logger: Log
             if await rt.sandboxes.delete_if_exists(sandbox_name):
                 logger.info("deleted sandbox %s of the deleted task", sandbox_name)
     except Retryable as exc:
-        raise kopf.TemporaryError(str(exc), delay=exc.retry_after or 5) from None
-    except Fatal as exc:
-        raise kopf.TemporaryError(str(exc), delay=30) from None
+        raise kopf.TemporaryError(logs.redact(str(exc)), delay=max(exc.retry_after or 5, 1)) from exc
+    except OperatorError as exc:
+        # operator-wide or refused: the finalizer stays until the sandbox is confirmed gone
+        raise kopf.TemporaryError(logs.redact(str(exc)), delay=30) from exc
     rt.queue.release(key)

@@ -6,7 +6,7 @@ Deliberately not kopf's liveness endpoint: one server, one port, for everything 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,9 +15,11 @@ from .metrics import REGISTRY
 
 
 class HttpServer:
-    def __init__(self, *, host: str, port: int, ready: Callable[[], bool]):
+    def __init__(self, *, host: str, port: int, ready: Callable[[], bool],
+                 alive: Callable[[], tuple[bool, Mapping[str, str]]] = lambda: (True, {})):
         self.host, self.port = host, port
         self._ready = ready
+        self._alive = alive
         self.app = web.Application(client_max_size=2 * 1024 * 1024)
         self.app.router.add_get("/healthz", self._health)
         self.app.router.add_get("/readyz", self._readiness)
@@ -49,7 +51,9 @@ class HttpServer:
             self._runner = None
 
     async def _health(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        ok, problems = self._alive()
+        return web.json_response({"status": "ok" if ok else "wedged", "problems": dict(problems)},
+                                 status=200 if ok else 500)
 
     async def _readiness(self, _: web.Request) -> web.Response:
         ok = self._ready()

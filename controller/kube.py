@@ -3,8 +3,9 @@
 kopf watches AgentTasks and runs the supervisors; this adapter reads Secrets, reads and
 patches AgentTask status with optimistic concurrency, and creates/deletes AgentTasks (webhook,
 TTL). It uses kr8s for configuration (kubeconfig or in-cluster service account), TLS and auth,
-and maps HTTP outcomes to the operator's errors itself: 409 -> `Conflict`, 404 -> `None`,
-429/5xx/timeouts -> `Retryable`, other 4xx -> `Fatal`.
+and maps HTTP outcomes to the operator's errors itself: 409 -> `Conflict`, 404 -> `None` (for a
+single object; a failed list always raises), 401/403 -> `OperatorWide` (the operator's own
+credentials or RBAC: no task's fault), 429/5xx/timeouts -> `Retryable`, other 4xx -> `Fatal`.
 
 Secret values read here are registered for redaction before they are returned.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -21,9 +23,10 @@ import httpx
 import kr8s
 import kr8s.asyncio
 
-from . import logs
+from . import logs, retry
 from .api import GROUP, PLURAL, VERSION
-from .errors import Fatal, Retryable, SecretMissing
+from .errors import Cause, Fatal, OperatorWide, Retryable, SecretMissing
+from .health import Health
 
 
 class Conflict(Retryable):
@@ -42,13 +45,14 @@ MAX_IN_FLIGHT = 8
 class Kube:
     """A thin async client bound to one kr8s API connection."""
 
-    def __init__(self, api: Any):
+    def __init__(self, api: Any, *, health: Health | None = None):
         self._api = api
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.health = health or Health()
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> Kube:
-        return cls(await kr8s.asyncio.api(kubeconfig=kubeconfig))
+    async def connect(cls, kubeconfig: str | None = None, *, health: Health | None = None) -> Kube:
+        return cls(await kr8s.asyncio.api(kubeconfig=kubeconfig), health=health)
 
     async def _request(
         self, method: str, *, url: str, namespace: str | None = None, version: str = "v1",
@@ -68,6 +72,7 @@ class Kube:
                     **kwargs) as resp:
                 status = resp.status_code
                 text = resp.text
+                resp_headers = dict(resp.headers)
         except (httpx.TransportError, kr8s.APITimeoutError) as exc:
             raise Retryable(f"{what}: {type(exc).__name__}") from None
         if status < 300:
@@ -83,7 +88,11 @@ class Kube:
         if status == 409:
             raise Conflict(message, status=status)
         if status == 429 or status >= 500:
-            raise Retryable(message, status=status)
+            raise Retryable(message, status=status, retry_after=retry.retry_after_seconds(resp_headers,
+                                                                                         now=time.time()))
+        if status in (401, 403):
+            self.health.operator_wide(Cause.KUBERNETES_FORBIDDEN, message)
+            raise OperatorWide(message, cause=Cause.KUBERNETES_FORBIDDEN, status=status)
         raise Fatal(message, reason="KubernetesError", status=status)
 
     # ------------------------------------------------------------------ secrets
@@ -111,13 +120,17 @@ class Kube:
                                    base=_BASE)
 
     async def list_tasks(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every AgentTask (all pages). Raises instead of returning a partial or empty list when any
+        page fails — a 404 included (the CRD is missing or the path is wrong): callers such as the
+        orphan sweep must never mistake "could not list" for "there are none"."""
         items: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "500"}
         while True:
             body = await self._request("GET", url=PLURAL, namespace=namespace, version=VERSION, base=_BASE,
                                        params=params)
             if body is None:
-                return items
+                raise Fatal(f"listing {PLURAL} answered 404: is the AgentTask CRD installed?",
+                            reason="KubernetesError", status=404)
             items.extend(body.get("items", []))
             cont = (body.get("metadata") or {}).get("continue")
             if not cont:
@@ -176,6 +189,10 @@ class Kube:
         return gone is not None
 
     # ------------------------------------------------------------------ peering
+
+    async def get_crd(self, name: str) -> dict[str, Any] | None:
+        return await self._request("GET", url=f"customresourcedefinitions/{name}", version="v1",
+                                   base="/apis/apiextensions.k8s.io")
 
     async def get_peering(self, name: str, *, namespace: str | None) -> dict[str, Any] | None:
         """kopf's (Cluster)KopfPeering object, which holds the replicas' keep-alives."""

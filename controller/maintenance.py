@@ -12,13 +12,19 @@ import logging
 import random
 
 from . import gc, logs, peering
-from .errors import Fatal, Retryable
-from .supervisor import Runtime
+from .errors import OperatorError
+from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-async def one_round(rt: Runtime, *, priority: int) -> gc.SweepReport | None:
+def sweeper(rt: Runtime) -> gc.Sweeper:
+    s = rt.settings
+    return gc.Sweeper(sandboxes=rt.sandboxes, kube=rt.kube, instance_id=s.instance_id, namespaces=s.namespaces,
+                      grace_seconds=s.gc_grace_seconds, dry_run=s.gc_dry_run)
+
+
+async def one_round(rt: Runtime, sweep: gc.Sweeper, *, priority: int) -> gc.SweepReport | None:
     s = rt.settings
     now = rt.clock()
     if not await peering.is_active(rt.kube, standalone=s.standalone, name=s.peering_name,
@@ -26,19 +32,19 @@ async def one_round(rt: Runtime, *, priority: int) -> gc.SweepReport | None:
         return None
     for snapshot, size in sorted(s.warm_pools.items()):
         await rt.sandboxes.ensure_warm_pool(snapshot, size)
-    return await gc.sweep(sandboxes=rt.sandboxes, kube=rt.kube, instance_id=s.instance_id,
-                          namespaces=s.namespaces, grace_seconds=s.gc_grace_seconds, now=now)
+    return await sweep.sweep(now=now)
 
 
 async def run_forever(rt: Runtime, *, priority: int) -> None:
     interval = rt.settings.gc_interval_seconds
+    sweep = sweeper(rt)
     await asyncio.sleep(min(5.0, interval) * random.uniform(0.5, 1.0))
     while True:
         try:
-            report = await one_round(rt, priority=priority)
+            report = await one_round(rt, sweep, priority=priority)
             if report is not None and report.deleted:
                 log.info("sweep: %d sandboxes seen, %d deleted", report.seen, len(report.deleted))
-        except (Retryable, Fatal) as exc:
+        except OperatorError as exc:
             log.warning("maintenance round failed: %s", logs.redact(str(exc)))
         except Exception:
             log.exception("maintenance round crashed")

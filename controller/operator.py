@@ -39,12 +39,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 async def serve(settings: Settings, *, stop_flag: asyncio.Event | None = None,
                 ready_flag: asyncio.Event | None = None) -> None:
-    """Run the operator until `stop_flag` is set (or forever). Handlers come from `handlers`."""
+    """Run the operator until `stop_flag` is set (or forever). Handlers come from `handlers`.
+    Raises `peering.PeeringMissing` before starting when peering is on but not installed."""
     import kopf
 
-    from . import handlers
+    from . import handlers, peering
+    from .kube import Kube
 
-    handlers.use_settings(settings)
+    if not settings.standalone:
+        kube = await Kube.connect()
+        await peering.preflight(kube, name=settings.peering_name, namespaces=settings.namespaces)
+
     await kopf.operator(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
@@ -52,6 +57,7 @@ async def serve(settings: Settings, *, stop_flag: asyncio.Event | None = None,
         peering_name=None if settings.standalone else settings.peering_name,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
+        memo=kopf.Memo(app=handlers.App(settings=settings)),
     )
 
 
@@ -61,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
     # kr8s warns about apiserver versions newer than it was tested with; harmless for our calls
     warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported", category=UserWarning)
     logs.configure(level=logging.DEBUG if args.verbose else logging.INFO, json_format=args.log_format == "json")
+    from .peering import PeeringMissing
+
     settings = settings_from_args(args)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except PeeringMissing as exc:
+        logging.getLogger("controller.operator").error("not starting: %s", exc)
+        return 2
     return 0

@@ -5,6 +5,10 @@ orphan sweep, warm-pool upkeep). Those ask `is_active()` before each run: it rea
 peering object (ClusterKopfPeering, or KopfPeering in the first watched namespace) and applies
 kopf's rule: a replica is active when no live peer has a higher priority and none shares its
 priority. Standalone mode (no peering) is always active.
+
+`preflight()` runs before kopf starts: without the peering CRD or object kopf would wait,
+silently and forever, for a peering it cannot join, so the operator refuses to start instead
+and says what to install (or to run `--standalone`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from .errors import OperatorError
 from .kube import Kube
+
+
+class PeeringMissing(Exception):
+    """The peering CRD or object this (non-standalone) operator needs does not exist."""
 
 
 def _alive(info: Mapping[str, Any], now: dt.datetime) -> bool:
@@ -42,3 +51,21 @@ async def is_active(kube: Kube, *, standalone: bool, name: str, namespaces: list
     if body is None:
         return False  # kopf itself stays paused without its peering object
     return decide_active(body.get("status") or {}, priority=priority, now=now)
+
+
+async def preflight(kube: Kube, *, name: str, namespaces: list[str]) -> None:
+    """Raise `PeeringMissing` with what to do when the peering resource is absent."""
+    namespace = namespaces[0] if namespaces else None
+    kind = f"KopfPeering {namespace}/{name}" if namespace else f"ClusterKopfPeering {name}"
+    try:
+        if await kube.get_peering(name, namespace=namespace) is not None:
+            return
+        crd = "kopfpeerings.kopf.dev" if namespace else "clusterkopfpeerings.kopf.dev"
+        installed = await kube.get_crd(crd) is not None
+    except OperatorError as exc:
+        raise PeeringMissing(f"cannot read the {kind} peering object: {exc}") from exc
+    if not installed:
+        raise PeeringMissing(f"the peering CRD {crd} is not installed: apply crds/kopf-peering.yaml (the Helm "
+                             "chart installs it), or run a single replica with --standalone")
+    raise PeeringMissing(f"the peering object {kind} does not exist: create it (the Helm chart does), or run "
+                         "a single replica with --standalone")

@@ -10,38 +10,47 @@ returned actions, in that order. Writing first is what makes every step crash-sa
 - a sandbox is created under a deterministic name per attempt and its name is recorded
   (`status.sandbox.name`) before the create call; once it has been *observed* (`status.sandbox.id`)
   the plan never creates another one for that attempt;
-- the agent runs in a deterministic session per attempt, so starting it is adopt-or-create.
+- the agent runs in a deterministic session per attempt, so starting it is adopt-or-create;
+- creating a sandbox and starting the agent are fenced: the status written before them records
+  the intent (`status.intent`: action, attempt, this replica, time). That write is guarded by the
+  resourceVersion the decision was computed from, so when two replicas are briefly both active
+  only one of them acts; the other sees the intent and waits until it is acted on or expires
+  (`claim_seconds`). Known limit: a start that takes longer than `claim_seconds` (a very slow
+  clone) can be taken over while it is still running; the session look-up right before the
+  agent command is started narrows, but does not close, that window.
+- a recorded sandbox must be missing `missing_confirmations` looks in a row before its attempt
+  is lost, and one still pending after `provisioning_timeout_seconds` is lost too.
+
+Conditions are not set here: `conditions.compute` derives them from the status built here.
 
 What this module deliberately does not do: talk to anything, know about kopf, or decide how
-long HTTP retries wait (that is `backoff.py`).
+long HTTP retries wait (that is `retry.py`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 
+from . import conditions
 from .api import (
     AgentStatus,
     AgentTask,
     AgentTaskStatus,
-    Condition,
-    ConditionStatus,
-    ConditionType,
+    Intent,
     Phase,
     Reason,
     Result,
     SandboxStatus,
 )
+from .conditions import PENDING_STATES, READY_STATES
 
-# Daytona sandbox states, grouped by what they mean for a task.
-PENDING_STATES = frozenset(
-    {"creating", "starting", "restoring", "pending_build", "building_snapshot", "pulling_snapshot",
-     "resizing", "unknown", "snapshotting", "forking", "resuming"}
-)
-READY_STATES = frozenset({"started"})
-# anything else (stopped, archived, error, build_failed, destroying, destroyed, ...) means the
-# agent cannot be running there any more: the attempt is lost.
+# a runner failure class (result.json `failureClass`) becomes the task's reason as it is
+RUNNER_FAILURE_REASONS = frozenset({
+    "AgentError", "ModelAuthFailed", "AgentTimeout", "PushFailed", "GitHubApiFailed", "RunnerError",
+    "CostLimitExceeded", "TurnLimitExceeded", "InvalidContext",
+})
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -83,6 +92,8 @@ class Observation:
     deleting: bool = False
     agent_started: dt.datetime | None = None
     """When this operator started `command` (known only for a command it started itself)."""
+    misses: int = 0
+    """Consecutive observations (this one included) in which the recorded sandbox was missing."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,16 @@ class PlanConfig:
     queue_recheck_seconds: float = 30.0
     queue_recheck_max_seconds: float = 300.0
     default_ttl_seconds: int | None = None
+    identity: str = "operator"
+    """This replica's name in `status.intent` (side effects are fenced by it)."""
+    claim_seconds: float = 120.0
+    """How long another replica's recorded intent is respected before this one takes over."""
+    missing_confirmations: int = 2
+    """Observations in a row that must find a recorded sandbox missing before its attempt is lost."""
+    missing_recheck_seconds: float = 2.0
+    provisioning_timeout_seconds: float = 1800.0
+    """A sandbox still pending (creating, starting, building, ...) after this long is a lost attempt."""
+    safety_margin_minutes: int = 30
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -120,10 +141,12 @@ class DeleteSandbox:
 
 
 @dataclass(frozen=True)
-class StopSandbox:
-    """Stop (not delete) a sandbox kept for debugging."""
+class KeepSandbox:
+    """Stop (not delete) a sandbox kept for debugging; Daytona deletes it `delete_after_minutes`
+    after the stop if the operator is gone by then."""
 
     name: str
+    delete_after_minutes: int
 
 
 @dataclass(frozen=True)
@@ -133,7 +156,7 @@ class DeleteTask:
     uid: str
 
 
-Action = CreateSandbox | StartAgent | DeleteSandbox | StopSandbox | DeleteTask
+Action = CreateSandbox | StartAgent | DeleteSandbox | KeepSandbox | DeleteTask
 
 
 @dataclass(frozen=True)
@@ -159,34 +182,12 @@ def session_id(attempt: int) -> str:
     return f"agenttask-{attempt}"
 
 
-# --------------------------------------------------------------------------- conditions
-
-
-def set_condition(
-    conditions: tuple[Condition, ...],
-    type_: ConditionType,
-    status: ConditionStatus,
-    *,
-    reason: str,
-    message: str,
-    now: dt.datetime,
-    generation: int,
-) -> tuple[Condition, ...]:
-    """Upsert one condition by type; lastTransitionTime changes only when status changes."""
-    old = next((c for c in conditions if c.type == type_), None)
-    since = old.last_transition_time if old is not None and old.status == status else now
-    new = Condition(type=type_, status=status, reason=reason, message=message,
-                    last_transition_time=since, observed_generation=generation)
-    if old == new:
-        return conditions
-    rest = tuple(c for c in conditions if c.type != type_)
-    order = list(ConditionType)
-    return tuple(sorted((*rest, new), key=lambda c: order.index(ConditionType(c.type))
-                        if c.type in order else len(order)))
+# ------------------------------------------------------------------------------ status
 
 
 class _Builder:
-    """Accumulates a new status from the old one (pydantic models are frozen)."""
+    """Accumulates a new status from the old one (pydantic models are frozen); the conditions
+    are derived from the result by `conditions.compute` when it is built."""
 
     def __init__(self, task: AgentTask, now: dt.datetime, config: PlanConfig):
         self.task = task
@@ -195,11 +196,6 @@ class _Builder:
         self.gen = task.metadata.generation
         self.fields = task.status.model_dump()
         self.fields["observed_generation"] = self.gen
-        self.conditions = task.status.conditions
-
-    def cond(self, type_: ConditionType, status: ConditionStatus, reason: str, message: str) -> None:
-        self.conditions = set_condition(self.conditions, type_, status, reason=reason, message=message,
-                                        now=self.now, generation=self.gen)
 
     def phase(self, phase: Phase, reason: str, message: str) -> None:
         self.fields.update(phase=phase, reason=reason, message=message)
@@ -208,8 +204,24 @@ class _Builder:
         self.fields.update(values)
 
     def build(self) -> AgentTaskStatus:
-        self.fields["conditions"] = self.conditions
-        return AgentTaskStatus.model_validate(self.fields)
+        status = AgentTaskStatus.model_validate(self.fields)
+        derived = conditions.compute(status, now=self.now, generation=self.gen)
+        return status.model_copy(update={"conditions": derived})
+
+    def claim(self, action: str, attempt: int) -> float | None:
+        """Fence a side effect: None when this replica may perform `action` now (its intent is
+        recorded in the status, which the supervisor writes resourceVersion-guarded before it
+        acts, so of two replicas deciding from the same version only one write succeeds), or the
+        seconds until another replica's fresh intent for the same action expires."""
+        intent = self.task.status.intent
+        me = self.config.identity
+        if (intent is not None and intent.action == action and intent.attempt == attempt
+                and intent.holder != me):
+            age = (self.now - intent.since).total_seconds()
+            if age < self.config.claim_seconds:
+                return max(self.config.claim_seconds - age, 0.5)
+        self.set(intent=Intent(action=action, attempt=attempt, holder=me, since=self.now))
+        return None
 
 
 # ------------------------------------------------------------------------------ decide
@@ -252,7 +264,7 @@ def decide(task: AgentTask, obs: Observation, *, now: dt.datetime, config: PlanC
     limit = deadline(task, config)
     if limit is not None and now >= limit:
         seconds = task.spec.active_deadline_seconds or config.default_deadline_seconds
-        return _fail(task, obs, b, Reason.DEADLINE_EXCEEDED,
+        return _fail(task, b, Reason.DEADLINE_EXCEEDED,
                      f"the task ran longer than its deadline of {seconds}s", keep=False)
 
     if phase in (None, Phase.PENDING, Phase.QUEUED):
@@ -262,15 +274,8 @@ def decide(task: AgentTask, obs: Observation, *, now: dt.datetime, config: PlanC
 
 
 def _admit(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -> Decision:
-    if task.status.phase is None and not task.spec.suspend:
-        # acknowledge the task first: `kubectl get at` shows Pending from the first second
-        b.phase(Phase.PENDING, Reason.CREATED, "waiting for admission")
-        b.cond(ConditionType.ADMITTED, ConditionStatus.UNKNOWN, Reason.CREATED, "waiting for admission")
-        return Decision(status=b.build(), requeue_after=0)
     if task.spec.suspend:
         b.phase(Phase.PENDING, Reason.SUSPENDED, "spec.suspend is true; the task waits before admission")
-        b.cond(ConditionType.ADMITTED, ConditionStatus.FALSE, Reason.SUSPENDED,
-               "spec.suspend is true")
         b.set(queue_position=None)
         return Decision(status=b.build())
     admission = obs.admission
@@ -278,17 +283,17 @@ def _admit(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -
         position = admission.position if admission else None
         message = admission.limit_message if admission else "waiting for admission"
         b.phase(Phase.QUEUED, Reason.QUOTA_EXCEEDED, message)
-        b.cond(ConditionType.ADMITTED, ConditionStatus.FALSE, Reason.QUOTA_EXCEEDED, message)
         b.set(queue_position=position)
         return Decision(status=b.build(), requeue_after=queue_recheck(position, config))
+    # admitted: one write says so and records the intent to create the first sandbox
     attempt = 1
     name = sandbox_name(task.metadata.uid, attempt)
     b.phase(Phase.PROVISIONING, Reason.PROVISIONING, f"creating sandbox {name}")
-    b.cond(ConditionType.ADMITTED, ConditionStatus.TRUE, Reason.ADMITTED, "a sandbox slot was granted")
-    b.cond(ConditionType.SANDBOX_READY, ConditionStatus.FALSE, Reason.PROVISIONING,
-           f"creating sandbox {name}")
     b.set(queue_position=None, start_time=b.now, attempts=attempt,
           sandbox=SandboxStatus(name=name, state="creating"))
+    wait = b.claim("CreateSandbox", attempt)
+    if wait is not None:
+        return Decision(status=b.build(), requeue_after=wait)
     return Decision(status=b.build(), actions=(CreateSandbox(name=name, attempt=attempt),),
                     requeue_after=0)
 
@@ -313,22 +318,36 @@ def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
 
     if sandbox is None:
         if confirmed:
-            return _lost(task, b, config, name, "the sandbox disappeared")
+            if obs.misses < config.missing_confirmations:
+                # one 404 proves little (an eventually consistent read): look again shortly
+                return Decision(status=b.build(), requeue_after=config.missing_recheck_seconds)
+            assert recorded is not None
+            b.set(sandbox=recorded.model_copy(update={"state": "destroyed", "deleted": True, "pending_since": None}))
+            return _lost(task, b, config, name, f"the sandbox disappeared ({obs.misses} looks in a row)")
         b.phase(Phase.PROVISIONING, Reason.PROVISIONING, f"creating sandbox {name}")
         b.set(sandbox=SandboxStatus(name=name, state="creating"), attempts=attempt)
+        wait = b.claim("CreateSandbox", attempt)
+        if wait is not None:
+            return Decision(status=b.build(), requeue_after=wait)
         return Decision(status=b.build(), actions=(CreateSandbox(name=name, attempt=attempt),),
                         requeue_after=0)
 
-    b.set(sandbox=SandboxStatus(id=sandbox.id, name=sandbox.name, state=sandbox.state))
     if sandbox.state in PENDING_STATES:
+        same = recorded is not None and recorded.name == sandbox.name and recorded.pending_since is not None
+        since = recorded.pending_since if same and recorded is not None else b.now
+        b.set(sandbox=SandboxStatus(id=sandbox.id, name=sandbox.name, state=sandbox.state, pending_since=since))
+        assert since is not None
+        waited = (b.now - since).total_seconds()
+        if waited >= config.provisioning_timeout_seconds:
+            return _lost(task, b, config, name, f"it stayed {sandbox.state} for {waited:.0f}s "
+                         f"(provisioning timeout {config.provisioning_timeout_seconds:.0f}s)")
         b.phase(Phase.PROVISIONING, Reason.PROVISIONING, f"sandbox {name} is {sandbox.state}")
         return Decision(status=b.build(), requeue_after=config.poll_interval_seconds / 2)
+    b.set(sandbox=SandboxStatus(id=sandbox.id, name=sandbox.name, state=sandbox.state))
     if sandbox.state not in READY_STATES:
         detail = f"sandbox is {sandbox.state}" + (f": {sandbox.error_reason}" if sandbox.error_reason else "")
         return _lost(task, b, config, name, detail)
 
-    b.cond(ConditionType.SANDBOX_READY, ConditionStatus.TRUE, Reason.SANDBOX_CREATED,
-           f"sandbox {name} ({sandbox.id}) is started")
     command = obs.command
     sid = session_id(attempt)
     if command is None:
@@ -336,11 +355,14 @@ def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
         if agent is not None and agent.command_id and agent.session_id == sid:
             return _lost(task, b, config, name, "the agent command disappeared from its session")
         b.phase(Phase.PROVISIONING, Reason.PROVISIONING, "uploading the task context and starting the agent")
+        wait = b.claim("StartAgent", attempt)
+        if wait is not None:
+            return Decision(status=b.build(), requeue_after=wait)
         return Decision(status=b.build(),
                         actions=(StartAgent(sandbox_id=sandbox.id, session_id=sid, attempt=attempt),),
                         requeue_after=0)
 
-    b.set(agent=AgentStatus(session_id=sid, command_id=command.id, exit_code=command.exit_code))
+    b.set(agent=AgentStatus(session_id=sid, command_id=command.id, exit_code=command.exit_code), intent=None)
     if obs.log_tail is not None and obs.log_tail != task.status.log_tail:
         due = (obs.last_log_write is None or command.exit_code is not None
                or (b.now - obs.last_log_write).total_seconds() >= config.log_tail_interval_seconds)
@@ -349,10 +371,8 @@ def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
 
     if command.exit_code is None:
         started = task.status.running_time or obs.agent_started or b.now
-        if task.status.phase != Phase.RUNNING:
+        if task.status.phase != Phase.RUNNING or task.status.reason != Reason.AGENT_STARTED:
             b.phase(Phase.RUNNING, Reason.AGENT_STARTED, f"the agent is running in sandbox {name}")
-            b.cond(ConditionType.AGENT_RUNNING, ConditionStatus.TRUE, Reason.AGENT_STARTED,
-                   f"command {command.id} in session {sid}")
             b.set(running_time=started)
         elapsed = (b.now - started).total_seconds()
         wait = min(config.max_poll_interval_seconds, max(config.poll_interval_seconds, elapsed / 20))
@@ -367,12 +387,13 @@ def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
 
 def _exited(task: AgentTask, obs: Observation, b: _Builder, exit_code: int) -> Decision:
     result = obs.result
-    b.cond(ConditionType.AGENT_RUNNING, ConditionStatus.FALSE, Reason.AGENT_EXITED,
-           f"the agent exited with code {exit_code}")
     if result is not None:
         b.set(result=result)
     if exit_code != 0:
-        return _fail(task, obs, b, Reason.AGENT_FAILED, f"the agent exited with code {exit_code}",
+        klass = result.failure_class if result is not None else None
+        reason = klass if klass in RUNNER_FAILURE_REASONS else Reason.AGENT_FAILED
+        detail = f" ({klass})" if klass and klass != reason else ""
+        return _fail(task, b, reason, f"the agent exited with code {exit_code}{detail}",
                      keep=task.spec.sandbox.keep_on_failure)
     outcome = result.outcome if result is not None else None
     reason = Reason.NO_CHANGES if outcome == "NoChanges" else Reason.AGENT_SUCCEEDED
@@ -382,19 +403,19 @@ def _exited(task: AgentTask, obs: Observation, b: _Builder, exit_code: int) -> D
         "ChangesPushed": f"branch {result.branch if result else ''} pushed",
     }.get(outcome or "", "the agent finished successfully")
     b.phase(Phase.SUCCEEDED, reason, summary)
-    b.cond(ConditionType.COMPLETE, ConditionStatus.TRUE, reason, summary)
-    b.set(completion_time=b.now)
+    b.set(completion_time=b.now, intent=None)
     return _cleanup(task, b, keep=False)
 
 
-def _fail(task: AgentTask, obs: Observation, b: _Builder, reason: Reason, message: str, *,
-          keep: bool) -> Decision:
+def _fail(task: AgentTask, b: _Builder, reason: str, message: str, *, keep: bool) -> Decision:
     b.phase(Phase.FAILED, reason, message)
-    b.cond(ConditionType.FAILED, ConditionStatus.TRUE, reason, message)
-    if task.status.condition(ConditionType.AGENT_RUNNING) is not None or task.status.phase == Phase.RUNNING:
-        b.cond(ConditionType.AGENT_RUNNING, ConditionStatus.FALSE, reason, message)
-    b.set(completion_time=b.now)
+    b.set(completion_time=b.now, intent=None, queue_position=None)
     return _cleanup(task, b, keep=keep)
+
+
+def _keep_minutes(seconds: float, config: PlanConfig) -> int:
+    """Daytona's auto-delete for a kept sandbox: its retention plus the safety margin."""
+    return math.ceil(seconds / 60) + config.safety_margin_minutes
 
 
 def _cleanup(task: AgentTask, b: _Builder, *, keep: bool) -> Decision:
@@ -404,9 +425,12 @@ def _cleanup(task: AgentTask, b: _Builder, *, keep: bool) -> Decision:
         return Decision(status=b.build(), release_slot=True)
     if keep:
         seconds = task.spec.sandbox.keep_for_seconds
-        retain = b.now + dt.timedelta(seconds=seconds if seconds is not None else b.config.default_keep_for_seconds)
-        b.set(sandbox=sandbox.model_copy(update={"retain_until": retain}))
-        return Decision(status=b.build(), actions=(StopSandbox(name=sandbox.name),), release_slot=True,
+        keep_for = seconds if seconds is not None else b.config.default_keep_for_seconds
+        retain = b.now + dt.timedelta(seconds=keep_for)
+        b.set(sandbox=sandbox.model_copy(update={"retain_until": retain, "pending_since": None}))
+        return Decision(status=b.build(), release_slot=True,
+                        actions=(KeepSandbox(name=sandbox.name,
+                                             delete_after_minutes=_keep_minutes(keep_for, b.config)),),
                         requeue_after=max((retain - b.now).total_seconds(), 0.0))
     return Decision(status=b.build(), actions=(DeleteSandbox(name=sandbox.name, reason="finished"),),
                     requeue_after=0, release_slot=True)
@@ -421,6 +445,7 @@ def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
         b.set(sandbox=sandbox.model_copy(update={"deleted": True, "state": "destroyed"}))
         return Decision(status=b.build(), release_slot=True)
     if sandbox.retain_until is not None:
+        b.set(sandbox=sandbox.model_copy(update={"state": obs.sandbox.state}))
         if b.now < sandbox.retain_until:
             return Decision(status=b.build(), release_slot=True,
                             requeue_after=(sandbox.retain_until - b.now).total_seconds())
@@ -449,18 +474,14 @@ def _lost(task: AgentTask, b: _Builder, config: PlanConfig, name: str, detail: s
     if attempts > limit:
         message = (f"attempt {attempts} lost its sandbox {name} ({detail}); backoffLimit {limit} "
                    "is exhausted")
-        b.cond(ConditionType.SANDBOX_READY, ConditionStatus.FALSE, Reason.SANDBOX_LOST, message)
-        decision = _fail(task, Observation(), b, Reason.BACKOFF_LIMIT_EXCEEDED, message, keep=False)
-        return decision
+        return _fail(task, b, Reason.BACKOFF_LIMIT_EXCEEDED, message, keep=False)
     nxt = attempts + 1
     new_name = sandbox_name(task.metadata.uid, nxt)
     message = f"attempt {attempts} lost its sandbox {name} ({detail}); starting attempt {nxt} of {limit + 1}"
-    b.cond(ConditionType.SANDBOX_READY, ConditionStatus.FALSE, Reason.SANDBOX_LOST, message)
-    if task.status.condition(ConditionType.AGENT_RUNNING) is not None or task.status.phase == Phase.RUNNING:
-        b.cond(ConditionType.AGENT_RUNNING, ConditionStatus.FALSE, Reason.SANDBOX_LOST, message)
     b.phase(Phase.PROVISIONING, Reason.SANDBOX_LOST, message)
     b.set(attempts=nxt, agent=None, running_time=None,
           sandbox=SandboxStatus(name=new_name, state="creating"))
+    b.claim("CreateSandbox", nxt)  # a new attempt: no other replica can hold an intent for it yet
     # the old sandbox may still exist in a broken state: delete it; then create the next one
     return Decision(status=b.build(),
                     actions=(DeleteSandbox(name=name, reason="lost"), CreateSandbox(name=new_name, attempt=nxt)),
@@ -468,12 +489,22 @@ def _lost(task: AgentTask, b: _Builder, config: PlanConfig, name: str, detail: s
 
 
 def fail(task: AgentTask, *, reason: str, message: str, now: dt.datetime, config: PlanConfig) -> Decision:
-    """A task that cannot proceed for a reason the plan did not see (e.g. a missing Secret)."""
+    """A task that cannot proceed because of its own fault, seen outside the plan (a missing
+    Secret, resources above the per-sandbox maximum, an unreachable repository, ...)."""
     b = _Builder(task, now, config)
     if task.status.phase is not None and task.status.phase.terminal:
         return Decision(status=b.build())
-    try:
-        why = Reason(reason)
-    except ValueError:
-        why = Reason.SANDBOX_ERROR
-    return _fail(task, Observation(), b, why, message, keep=False)
+    return _fail(task, b, reason, message, keep=False)
+
+
+def wait(task: AgentTask, *, reason: str, message: str, now: dt.datetime, config: PlanConfig) -> Decision:
+    """The task cannot make progress for a reason that is not its own (Daytona rejects the
+    operator's key, the organisation is out of quota, Daytona is unreachable): its phase stays,
+    `reason`/`message` (and so its conditions) say what it waits for. Nothing else changes and
+    nothing is done; the next step that gets through writes the task's own reason back."""
+    b = _Builder(task, now, config)
+    phase = task.status.phase
+    if phase is not None and phase.terminal:
+        return Decision(status=b.build())
+    b.phase(phase or Phase.PENDING, reason, message)
+    return Decision(status=b.build())

@@ -3,49 +3,45 @@
 Every Daytona call of the operator goes through `Sandboxes`, which
 - names and labels sandboxes (DESIGN.md §1) and creates them idempotently (look up, then
   create; a 409 on create means a concurrent create won, so adopt it);
-- translates SDK errors: 404 -> `None`/"already gone", 429/5xx/timeouts/connection errors ->
-  `errors.Retryable` (with the server's Retry-After), other 4xx -> `errors.Fatal`;
-- counts every request by operation and outcome, and times sandbox creation (metrics.py).
+- translates SDK errors by who is at fault (`failures.classify`, one table): 404 on a lookup ->
+  `None`/"already gone"; transient -> `errors.Retryable` (with any Retry-After the server sent);
+  operator-wide -> `errors.OperatorWide`; the sandbox gone under an action -> `AttemptLost`;
+  the task's own fault -> `TaskFault`; anything else -> `Fatal`;
+- retries idempotent calls in place with the one retry policy (`retry.py`);
+- reports every outcome to `health.Health` (operator-wide causes, outage detection), counts every
+  request by operation and outcome, and times sandbox creation (metrics.py).
 
 It does not decide anything: the plan says what to do, this module only does it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
 import json
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 from daytona import (
     AsyncDaytona,
     CreateSandboxFromImageParams,
     CreateSandboxFromSnapshotParams,
     DaytonaConfig,
     DaytonaError,
-    DaytonaNotFoundError,
     FileUpload,
     ListSandboxesQuery,
     Resources,
     SessionExecuteRequest,
 )
-from daytona.common.errors import (
-    DaytonaAuthenticationError,
-    DaytonaBadRequestError,
-    DaytonaConflictError,
-    DaytonaConnectionError,
-    DaytonaForbiddenError,
-    DaytonaRateLimitError,
-    DaytonaTimeoutError,
-    DaytonaValidationError,
-)
+from daytona.common.errors import DaytonaConnectionError, DaytonaTimeoutError
 
-from . import logs, metrics
-from .errors import Fatal, Retryable
+from . import failures, logs, metrics, retry
+from .errors import AttemptLost, Fatal, OperatorError, OperatorWide, Retryable, TaskFault
+from .failures import Kind
+from .health import Health
 from .plan import CommandObs, SandboxObs
 
 T = TypeVar("T")
@@ -79,35 +75,42 @@ class SandboxSpec:
     network_allow_list: tuple[str, ...]
 
 
-def _retry_after(exc: DaytonaError) -> float | None:
-    value = (getattr(exc, "headers", None) or {}).get("retry-after") or (
-        getattr(exc, "headers", None) or {}).get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def translate(operation: str, exc: BaseException) -> Exception:
-    """The operator's error for an SDK error (message built without secret material)."""
+def _error_fields(exc: BaseException) -> tuple[int | None, str, str | None, str | None]:
+    """(status, message, code, source) of an SDK error; message redacted and clipped."""
     status = getattr(exc, "status_code", None)
-    detail = logs.redact(str(getattr(exc, "message", None) or exc))[:300]
-    text = f"daytona {operation} failed" + (f" (HTTP {status})" if status else "") + f": {detail}"
-    if isinstance(exc, DaytonaRateLimitError) or status == 429:
-        return Retryable(text, retry_after=_retry_after(exc) if isinstance(exc, DaytonaError) else None,
-                         status=429)
-    if isinstance(exc, DaytonaConnectionError | DaytonaTimeoutError | TimeoutError | OSError):
-        return Retryable(text, status=status)
-    if status is not None and status >= 500:
-        return Retryable(text, status=status)
-    if isinstance(exc, DaytonaAuthenticationError | DaytonaForbiddenError):
-        return Fatal(text, reason="SandboxError", status=status)
-    if isinstance(exc, DaytonaBadRequestError | DaytonaValidationError) or (status and 400 <= status < 500):
-        return Fatal(text, reason="SandboxError", status=status)
-    if isinstance(exc, DaytonaError) and status is None:
-        # SDK-side errors without a status (e.g. "entered error state") are not worth retrying blindly
-        return Retryable(text)
-    return Retryable(text, status=status)
+    message = logs.redact(str(getattr(exc, "message", None) or exc or type(exc).__name__))[:300]
+    return status, message, getattr(exc, "code", None), getattr(exc, "source", None)
+
+
+def translate(operation: str, exc: BaseException, *, now: float | None = None) -> OperatorError:
+    """The operator's error for an SDK error (see `failures.classify`; no secret material)."""
+    status, message, code, source = _error_fields(exc)
+    timeout = isinstance(exc, DaytonaTimeoutError | TimeoutError)
+    transport = isinstance(exc, DaytonaConnectionError | OSError | aiohttp.ClientError) and status is None
+    verdict = failures.classify(operation, status=status, message=message, timeout=timeout or transport,
+                                code=code, source=source)
+    text = f"daytona {operation} failed" + (f" (HTTP {status})" if status else "") + f": {message}"
+    headers = getattr(exc, "headers", None)
+    asked = retry.retry_after_seconds(headers, now=time.time() if now is None else now)
+    if verdict.kind == Kind.TRANSIENT:
+        return Retryable(text, retry_after=asked, status=status)
+    if verdict.kind == Kind.OPERATOR_WIDE:
+        assert verdict.cause is not None
+        return OperatorWide(text, cause=verdict.cause, status=status, retry_after=asked)
+    if verdict.kind == Kind.ATTEMPT_LOST:
+        return AttemptLost(text, status=status)
+    if verdict.kind == Kind.TASK:
+        return TaskFault(text, reason=verdict.reason or "SandboxRejected", status=status)
+    return _Outcome(text, kind=verdict.kind, status=status)
+
+
+class _Outcome(Fatal):
+    """A verdict that is an answer, not an error, for some callers (missing, done, name taken);
+    it escapes as a plain `Fatal` when the caller did not expect it."""
+
+    def __init__(self, message: str, *, kind: Kind, status: int | None):
+        super().__init__(message, reason="SandboxError", status=status)
+        self.kind = kind
 
 
 # operations that must not be repeated blindly: the supervisor re-observes and adopts instead
@@ -115,54 +118,71 @@ NOT_RETRIED = frozenset({"create", "session_create", "session_exec", "git_clone"
 
 
 class Sandboxes:
-    """Daytona operations used by the operator, with error translation and metrics."""
+    """Daytona operations used by the operator, with error translation, retries and metrics."""
 
-    def __init__(self, client: AsyncDaytona, *, request_timeout: float = 30.0, retries: int = 3):
+    def __init__(self, client: AsyncDaytona, *, request_timeout: float = 30.0,
+                 policy: retry.RetryPolicy | None = None, health: Health | None = None):
         self._client = client
         self._timeout = request_timeout
-        self._retries = retries
+        self._policy = policy or retry.RetryPolicy()
+        self.health = health or Health()
 
     @classmethod
     def connect(cls, *, api_url: str | None, api_key: str | None, target: str | None = None,
-                request_timeout: float = 30.0, retries: int = 3) -> Sandboxes:
+                request_timeout: float = 30.0, policy: retry.RetryPolicy | None = None,
+                health: Health | None = None) -> Sandboxes:
         logs.register_secret(api_key)
         config = DaytonaConfig(api_url=api_url, api_key=api_key, target=target)
-        return cls(AsyncDaytona(config), request_timeout=request_timeout, retries=retries)
+        return cls(AsyncDaytona(config), request_timeout=request_timeout, policy=policy, health=health)
 
     async def close(self) -> None:
         await self._client.close()  # type: ignore[no-untyped-call]
 
+    async def _once(self, operation: str, make: Callable[[], Awaitable[T]]) -> T:
+        started = time.monotonic()
+        try:
+            result = await make()
+        except (DaytonaError, TimeoutError, OSError, aiohttp.ClientError) as exc:
+            error = translate(operation, exc)
+            self._report(operation, error)
+            raise error from exc
+        metrics.DAYTONA_REQUESTS.labels(operation, "ok").inc()
+        metrics.DAYTONA_LATENCY.labels(operation).observe(time.monotonic() - started)
+        self.health.daytona_ok(operation=operation)
+        return result
+
+    def _report(self, operation: str, error: OperatorError) -> None:
+        if isinstance(error, Retryable):
+            outcome = "retryable"
+            self.health.daytona_transient(str(error))
+        elif isinstance(error, OperatorWide):
+            outcome = "operator_wide"
+            self.health.operator_wide(error.cause, str(error))
+        elif isinstance(error, AttemptLost):
+            outcome = "attempt_lost"
+        elif isinstance(error, _Outcome) and error.kind == Kind.MISSING:
+            outcome = "not_found"
+        elif isinstance(error, _Outcome) and error.kind in (Kind.DONE, Kind.NAME_TAKEN):
+            outcome = "conflict"
+        else:
+            outcome = "error"
+        metrics.DAYTONA_REQUESTS.labels(operation, outcome).inc()
+
     async def _call(self, operation: str, make: Callable[[], Awaitable[T]], *,
-                    missing_ok: bool = False) -> T | None:
-        """One Daytona operation. Idempotent operations are retried here on transient errors
-        (exponential backoff with jitter, Retry-After honoured) so that a multi-step action does
-        not restart from scratch on every hiccup; the rest surface `Retryable` at once and the
-        supervisor re-observes before trying again (adopt-or-create)."""
-        attempts = 1 if operation in NOT_RETRIED else self._retries + 1
-        for attempt in range(1, attempts + 1):
-            started = time.monotonic()
-            try:
-                result = await make()
-            except DaytonaNotFoundError:
-                metrics.DAYTONA_REQUESTS.labels(operation, "not_found").inc()
-                if missing_ok:
-                    return None
-                raise Fatal(f"daytona {operation}: not found", status=404) from None
-            except (DaytonaError, TimeoutError, OSError) as exc:
-                translated = translate(operation, exc)
-                if isinstance(translated, Retryable):
-                    metrics.DAYTONA_REQUESTS.labels(operation, "retryable").inc()
-                    if attempt < attempts:
-                        delay = random.uniform(0.5, 1.0) * min(8.0, 0.2 * 2 ** attempt)
-                        await asyncio.sleep(max(delay, min(translated.retry_after or 0.0, 30.0)))
-                        continue
-                else:
-                    metrics.DAYTONA_REQUESTS.labels(operation, "error").inc()
-                raise translated from None
-            metrics.DAYTONA_REQUESTS.labels(operation, "ok").inc()
-            metrics.DAYTONA_LATENCY.labels(operation).observe(time.monotonic() - started)
-            return result
-        raise AssertionError("unreachable")
+                    missing_ok: bool = False, done_ok: bool = False) -> T | None:
+        """One Daytona operation. Idempotent operations are retried in place on transient errors
+        (`retry.retry_call`: backoff with full jitter, Retry-After honoured, given up at once when
+        the server asks for longer than the policy waits in place) so that a multi-step action
+        does not restart from scratch on every hiccup; the others surface `Retryable` at once and
+        the supervisor re-observes before trying again (adopt-or-create). `missing_ok`: a 404
+        answers None; `done_ok`: "already in the wanted state" answers None."""
+        policy = self._policy if operation not in NOT_RETRIED else dataclasses.replace(self._policy, attempts=1)
+        try:
+            return await retry.retry_call(lambda: self._once(operation, make), policy=policy)
+        except _Outcome as exc:
+            if (missing_ok and exc.kind == Kind.MISSING) or (done_ok and exc.kind == Kind.DONE):
+                return None
+            raise
 
     # ----------------------------------------------------------------- sandboxes
 
@@ -203,41 +223,57 @@ class Sandboxes:
             params = CreateSandboxFromSnapshotParams(snapshot=spec.snapshot, **base)
         started = time.monotonic()
         try:
-            created = await self._call("create", lambda: self._client.create(params, timeout=self._timeout * 4))
-        except (Fatal, Retryable) as exc:
-            if exc.status == 409 or isinstance(exc.__cause__, DaytonaConflictError):
-                adopted = await self.find(spec.name)
-                if adopted is not None:
-                    return adopted
-            raise
+            created = await self._call("create", lambda: self._client.create(params, timeout=self._create_timeout))
+        except _Outcome as exc:
+            if exc.kind != Kind.NAME_TAKEN:
+                raise
+            adopted = await self.find(spec.name)  # a concurrent create of the same name won
+            if adopted is None:
+                raise Retryable(f"sandbox {spec.name} was taken but is not visible yet") from exc
+            return adopted
         metrics.SANDBOX_CREATE_SECONDS.observe(time.monotonic() - started)
         return created
 
+    @property
+    def _create_timeout(self) -> float:
+        return self._timeout * 4
+
     async def delete_if_exists(self, name_or_sandbox: str | Any) -> bool:
-        """Delete a sandbox; True if it was there. 404 counts as success."""
+        """Delete a sandbox; True if this call asked Daytona to delete it. 404 counts as success;
+        a sandbox already being destroyed is left to Daytona."""
         sandbox = await self.find(name_or_sandbox) if isinstance(name_or_sandbox, str) else name_or_sandbox
         if sandbox is None or self.observe(sandbox).state in ("destroying", "destroyed"):
             return False
         await self._call("delete", lambda: self._client.delete(sandbox, timeout=self._timeout), missing_ok=True)
         return True
 
-    async def stop_if_exists(self, name: str) -> bool:
+    async def keep(self, name: str, *, delete_after_minutes: int) -> bool:
+        """Stop a sandbox kept for debugging, and let Daytona delete it `delete_after_minutes`
+        after the stop if the operator is gone by then (its auto-delete counts from the stop).
+        False if the sandbox is gone. Stopping a sandbox that is already stopped is done."""
         sandbox = await self.find(name)
         if sandbox is None:
             return False
-        await self._call("stop", lambda: self._client.stop(sandbox, timeout=self._timeout), missing_ok=True)
+        await self._call("set_auto_delete", lambda: sandbox.set_auto_delete_interval(
+            delete_after_minutes, request_timeout=self._timeout), missing_ok=True)
+        if self.observe(sandbox).state != "stopped":
+            await self._call("stop", lambda: self._client.stop(sandbox, timeout=self._timeout),
+                             missing_ok=True, done_ok=True)
         return True
 
     async def list_labelled(self, labels: Mapping[str, str]) -> AsyncIterator[Any]:
-        """Every sandbox carrying all `labels` (follows the cursor through all pages)."""
+        """Every sandbox carrying all `labels` (follows the cursor through all pages). Any error
+        ends the iteration with that error: a caller never mistakes a partial list for a full one."""
         query = ListSandboxesQuery(labels=dict(labels), limit=200)
         try:
             async for sandbox in self._client.list(query, request_timeout=self._timeout):
                 yield sandbox
-        except (DaytonaError, TimeoutError, OSError) as exc:
-            metrics.DAYTONA_REQUESTS.labels("list", "error").inc()
-            raise translate("list", exc) from None
+        except (DaytonaError, TimeoutError, OSError, aiohttp.ClientError) as exc:
+            error = translate("list", exc)
+            self._report("list", error)
+            raise error from exc
         metrics.DAYTONA_REQUESTS.labels("list", "ok").inc()
+        self.health.daytona_ok(operation="list")
 
     # ------------------------------------------------------------------ commands
 
@@ -276,12 +312,8 @@ class Sandboxes:
         if running is not None:
             return running.id
         if not exists:
-            try:
-                await self._call("session_create", lambda: sandbox.process.create_session(
-                    session_id, request_timeout=self._timeout))
-            except Fatal as exc:
-                if exc.status != 409:
-                    raise
+            await self._call("session_create", lambda: sandbox.process.create_session(
+                session_id, request_timeout=self._timeout), done_ok=True)
         response = await self._call("session_exec", lambda: sandbox.process.execute_session_command(
             session_id, SessionExecuteRequest(command=command, run_async=True), timeout=int(self._timeout)))
         assert response is not None
@@ -301,12 +333,21 @@ class Sandboxes:
         return str(getattr(response, "output", None) or "")
 
     async def download_json(self, sandbox: Any, path: str, *, limit: int = 256 * 1024) -> dict[str, Any] | None:
-        """A small JSON file from the sandbox, or None when absent/invalid."""
-        try:
-            data = await self._call("download", lambda: sandbox.fs.download_file(path), missing_ok=True)
-        except Fatal:
-            return None
-        if not data or len(data) > limit:
+        """A small JSON file from the sandbox, or None when absent, larger than `limit` or not a
+        JSON object. Streamed: at most `limit` + one chunk is ever held in memory."""
+
+        async def read() -> bytes | None:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in await sandbox.fs.download_file_stream(path, timeout=int(self._timeout)):
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        data = await self._call("download", read, missing_ok=True)
+        if not data:
             return None
         with contextlib.suppress(ValueError):
             parsed = json.loads(data)

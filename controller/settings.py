@@ -10,6 +10,8 @@ No logic lives here beyond parsing and derived convenience values.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -39,6 +41,13 @@ class Settings(BaseSettings):
     """Name of the (Cluster)KopfPeering object used for active/standby HA."""
     peering_lifetime_seconds: int = Field(60, ge=5, le=3600)
     """How long a replica's keep-alive counts; a killed active replica is replaced after this."""
+    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}",
+                            min_length=1, max_length=253)
+    """This replica's name in `status.intent` (default: pod name / pid, stable across a container
+    restart). Side effects (create a sandbox, start the agent) are fenced by it."""
+    claim_seconds: float = Field(120.0, ge=5)
+    """How long another replica's recorded intent to create a sandbox or start the agent is
+    respected before this replica takes the step over (a replica that died mid-step)."""
 
     # --- Daytona
     daytona_api_url: str | None = Field(
@@ -57,6 +66,12 @@ class Settings(BaseSettings):
     daytona_retries: int = Field(3, ge=0, le=10)
     """In-call retries of idempotent Daytona requests on 429/5xx/timeouts (then the supervisor
     backs off and re-observes)."""
+    daytona_outage_seconds: float = Field(60.0, gt=0)
+    """After this long without a successful Daytona call (only transient failures), the operator
+    reports itself degraded (`DaytonaUnavailable`) and waiting tasks say so."""
+    provisioning_timeout_seconds: float = Field(1800.0, gt=0)
+    """A sandbox still pending (creating, starting, pulling or building its image) after this long
+    counts as a lost attempt (backoffLimit)."""
 
     # --- reconcile timing
     poll_interval_seconds: float = Field(2.0, gt=0)
@@ -93,7 +108,10 @@ class Settings(BaseSettings):
     gc_interval_seconds: float = Field(300.0, gt=0)
     """How often the orphan sweep runs."""
     gc_grace_seconds: float = Field(120.0, ge=0)
-    """Sandboxes younger than this are never collected (avoids racing a creation)."""
+    """Sandboxes younger than this are never collected (avoids racing a creation); a sandbox is
+    deleted as an orphan only when two sweeps at least this far apart both found it orphaned."""
+    gc_dry_run: bool = False
+    """Log (and count) what the orphan sweep would delete, delete nothing."""
 
     warm_pools: dict[str, int] = Field(default_factory=dict)
     """Warm pools to maintain, snapshot -> size, as JSON (e.g. `{"agenttask-agent-slim": 3}`).

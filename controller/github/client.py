@@ -8,7 +8,7 @@
   `POST /app/installations/{id}/access_tokens`; they are cached per installation and minted
   again shortly before they expire.
 - 5xx, 429, rate-limited 403 (`Retry-After` or `x-ratelimit-remaining: 0`) and connection
-  errors are retried with exponential backoff and full jitter, honouring `Retry-After` (seconds
+  errors are retried by the one retry policy (`retry.py`: exponential backoff, full jitter), honouring `Retry-After` (seconds
   or an HTTP date) and `x-ratelimit-reset`. A wait longer than `max_delay` is not slept: the
   request fails with `Retryable(retry_after=...)` instead. Other 4xx fail at once as `Fatal`.
 
@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email.utils
 import json
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ from typing import Any, Protocol
 import aiohttp
 import jwt
 
-from .. import logs
+from .. import logs, retry
 from ..errors import Fatal, Retryable
 
 API_VERSION = "2022-11-28"
@@ -125,18 +123,9 @@ class SecretCredentials:
 def retry_after_seconds(headers: Mapping[str, str], *, now: float) -> float | None:
     """The delay GitHub asks for: Retry-After (seconds or HTTP date), else x-ratelimit-reset
     when the remaining quota is 0; None when it asks for nothing."""
-    value = headers.get("Retry-After")
-    if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        return max(0.0, when.timestamp() - now)
+    asked = retry.retry_after_seconds(headers, now=now)
+    if asked is not None:
+        return asked
     if headers.get("x-ratelimit-remaining") == "0" and (reset := headers.get("x-ratelimit-reset", "")).isdigit():
         return max(0.0, float(reset) - now)
     return None
@@ -158,8 +147,9 @@ class GitHubClient:
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, clock: Callable[[], float] = time.time):
         self.api_url = api_url.rstrip("/")
         self.credentials = credentials
-        self.timeout, self.max_attempts = timeout, max_attempts
-        self.base_delay, self.max_delay, self.refresh_margin = base_delay, max_delay, refresh_margin
+        self.timeout, self.refresh_margin = timeout, refresh_margin
+        self._policy = retry.RetryPolicy(base=base_delay, cap=max_delay, attempts=max_attempts,
+                                         max_retry_after=max_delay)
         self._session = session
         self._own_session = session is None
         self._sleep, self._clock = sleep, clock
@@ -253,9 +243,8 @@ class GitHubClient:
         if json_body is not None:
             data = json.dumps(json_body).encode()
             headers["Content-Type"] = "application/json"
-        attempt = 0
-        while True:
-            attempt += 1
+
+        async def once() -> Any:
             wait: float | None = None
             try:
                 async with self._http().request(method, url, data=data, headers=headers,
@@ -266,15 +255,10 @@ class GitHubClient:
                         return json.loads(text) if text.strip() else None
                     wait = retry_after_seconds(resp.headers, now=self._clock())
             except (aiohttp.ClientError, TimeoutError) as exc:
-                error: Retryable | Fatal = Retryable(f"{what}: {type(exc).__name__}")
-            else:
-                error = self._error(what, status, text, wait)
-            if isinstance(error, Fatal) or attempt >= self.max_attempts:
-                raise error
-            delay = max(wait or 0.0, random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1))))
-            if delay > self.max_delay:
-                raise error
-            await self._sleep(delay)
+                raise Retryable(f"{what}: {type(exc).__name__}") from exc
+            raise self._error(what, status, text, wait)
+
+        return await retry.retry_call(once, policy=self._policy, sleep=self._sleep)
 
     @staticmethod
     def _error(what: str, status: int, text: str, wait: float | None) -> Retryable | Fatal:
