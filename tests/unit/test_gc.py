@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from controller import peering
+from controller import gc, peering
 from controller.gc import SandboxInfo, TaskInfo, select_orphans
 
 NOW = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
@@ -58,3 +58,16 @@ def test_active_replica_rule() -> None:
     assert not peering.decide_active(peers, priority=5, now=NOW)
     tie = {**peers, "twin": {"priority": 10, "lastseen": fresh, "lifetime": 60}}
     assert not peering.decide_active(tie, priority=10, now=NOW)
+
+
+def test_an_orphan_is_deleted_only_when_a_second_sweep_a_grace_later_agrees() -> None:
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    grace = dt.timedelta(seconds=120)
+    doomed = {"at-a-1": "orphaned", "at-b-1": "orphaned"}
+    confirmed, suspects = gc.confirm(doomed, {}, now=t0, grace=grace)
+    assert confirmed == {} and suspects == {"at-a-1": t0, "at-b-1": t0}
+    soon, kept = gc.confirm(doomed, suspects, now=t0 + dt.timedelta(seconds=60), grace=grace)
+    assert soon == {} and kept == suspects  # too soon: the first sighting's time is kept
+    # b's task showed up (an eventually consistent list): it stops being a suspect
+    later, left = gc.confirm({"at-a-1": "orphaned"}, kept, now=t0 + grace, grace=grace)
+    assert later == {"at-a-1": "orphaned"} and left == {}

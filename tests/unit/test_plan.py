@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 
-from controller import plan
-from controller.api import AgentTask, ConditionStatus, Phase, Result
+from controller import conditions, plan
+from controller.api import AgentTask, AgentTaskStatus, ConditionStatus, Phase, Result
 from controller.plan import (
     Admission,
     CommandObs,
     CreateSandbox,
     DeleteSandbox,
+    KeepSandbox,
     Observation,
     SandboxObs,
     StartAgent,
-    StopSandbox,
 )
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -36,12 +36,20 @@ def task(status: dict[str, Any] | None = None, **spec: Any) -> AgentTask:
     return AgentTask.from_body(body)
 
 
+def derived(status: dict[str, Any]) -> dict[str, Any]:
+    """`status` with the conditions the plan would have derived for it (what a real task carries)."""
+    parsed = AgentTaskStatus.model_validate(status)
+    return parsed.model_copy(update={"conditions": conditions.compute(
+        parsed, now=NOW - dt.timedelta(minutes=1), generation=2)}).dump()
+
+
 def running_status(attempt: int = 1, **extra: Any) -> dict[str, Any]:
     name = plan.sandbox_name(UID, attempt)
-    return {"phase": "Running", "attempts": attempt, "startTime": (NOW - dt.timedelta(minutes=1)).isoformat(),
-            "runningTime": (NOW - dt.timedelta(seconds=30)).isoformat(),
-            "sandbox": {"id": "sb1", "name": name, "state": "started"},
-            "agent": {"sessionId": plan.session_id(attempt), "commandId": "c1"}, **extra}
+    return derived({"phase": "Running", "reason": "AgentStarted", "attempts": attempt,
+                    "startTime": (NOW - dt.timedelta(minutes=1)).isoformat(),
+                    "runningTime": (NOW - dt.timedelta(seconds=30)).isoformat(),
+                    "sandbox": {"id": "sb1", "name": name, "state": "started"},
+                    "agent": {"sessionId": plan.session_id(attempt), "commandId": "c1"}, **extra})
 
 
 def started(attempt: int = 1, state: str = "started") -> SandboxObs:
@@ -61,12 +69,20 @@ def cond(decision: plan.Decision, type_: str) -> tuple[str, str | None]:
 # ------------------------------------------------------------------- Pending / Queued
 
 
-def test_new_task_is_acknowledged_pending_first() -> None:
+def test_new_task_admitted_at_once_is_provisioning_in_one_write() -> None:
     d = decide(task(), Observation(admission=Admission(admitted=True)))
-    assert d.status.phase == Phase.PENDING
-    assert cond(d, "Admitted") == ("Unknown", "Created")
+    assert d.status.phase == Phase.PROVISIONING
+    assert cond(d, "Admitted") == ("True", "Admitted")
+    assert cond(d, "Reconciling") == ("True", "Provisioning")
+    assert d.actions == (CreateSandbox(name=plan.sandbox_name(UID, 1), attempt=1),)
+    assert d.status.intent is not None and d.status.intent.action == "CreateSandbox"
+
+
+def test_new_task_over_the_limit_is_queued_at_once() -> None:
+    d = decide(task(), Observation(admission=Admission(admitted=False, position=1, queued=1, limit_message="full")))
+    assert d.status.phase == Phase.QUEUED
+    assert cond(d, "Admitted") == ("False", "QuotaExceeded")
     assert d.actions == ()
-    assert d.requeue_after == 0
 
 
 def test_pending_task_admitted_goes_provisioning_and_creates_sandbox() -> None:
@@ -170,9 +186,17 @@ def test_agent_that_finished_before_it_was_seen_running_still_has_a_running_time
     assert adopted.status.running_time is None  # started by someone else: unknown, not guessed
 
 
-def test_confirmed_sandbox_missing_is_a_lost_attempt() -> None:
+def test_confirmed_sandbox_missing_once_is_looked_at_again() -> None:
     t = task({**provisioning(), "sandbox": {"id": "sb1", "name": plan.sandbox_name(UID, 1)}})
-    d = decide(t, Observation())
+    d = decide(t, Observation(misses=1))
+    assert d.actions == ()
+    assert d.status.attempts == 1
+    assert d.requeue_after == CONFIG.missing_recheck_seconds
+
+
+def test_confirmed_sandbox_missing_twice_is_a_lost_attempt() -> None:
+    t = task({**provisioning(), "sandbox": {"id": "sb1", "name": plan.sandbox_name(UID, 1)}})
+    d = decide(t, Observation(misses=2))
     assert d.status.attempts == 2
     assert d.status.reason == "SandboxLost"
     assert d.actions == (DeleteSandbox(name=plan.sandbox_name(UID, 1), reason="lost"),
@@ -221,7 +245,9 @@ def test_running_exit_nonzero_fails_agent_failed_with_exit_code() -> None:
 def test_agent_failure_with_keep_on_failure_stops_and_retains() -> None:
     t = task(running_status(), sandbox={"keepOnFailure": True, "keepForSeconds": 120})
     d = decide(t, Observation(sandbox=started(), command=CommandObs("c1", 1)))
-    assert d.actions == (StopSandbox(name=plan.sandbox_name(UID, 1)),)
+    # Daytona's own auto-delete (counted from the stop) is pushed past the retention
+    assert d.actions == (KeepSandbox(name=plan.sandbox_name(UID, 1),
+                                     delete_after_minutes=2 + CONFIG.safety_margin_minutes),)
     assert d.status.sandbox is not None and d.status.sandbox.retain_until == NOW + dt.timedelta(seconds=120)
     assert d.release_slot
 
@@ -236,7 +262,7 @@ def test_running_sandbox_in_dead_state_is_lost(state: str) -> None:
 
 
 def test_running_sandbox_gone_is_lost() -> None:
-    d = decide(task(running_status()), Observation())
+    d = decide(task(running_status()), Observation(misses=2))
     assert d.status.attempts == 2
     assert d.status.phase == Phase.PROVISIONING
     assert d.status.agent is None
@@ -249,7 +275,7 @@ def test_running_command_vanished_is_lost() -> None:
 
 def test_lost_beyond_backoff_limit_fails() -> None:
     t = task(running_status(attempt=1), backoffLimit=0)
-    d = decide(t, Observation())
+    d = decide(t, Observation(misses=2))
     assert d.status.phase == Phase.FAILED
     assert d.status.reason == "BackoffLimitExceeded"
     assert cond(d, "Failed") == ("True", "BackoffLimitExceeded")
@@ -257,10 +283,10 @@ def test_lost_beyond_backoff_limit_fails() -> None:
 
 def test_lost_within_backoff_limit_counts_attempts() -> None:
     t = task(running_status(attempt=3), backoffLimit=3)
-    d = decide(t, Observation())
+    d = decide(t, Observation(misses=2))
     assert d.status.attempts == 4
     t4 = task(running_status(attempt=4), backoffLimit=3)
-    assert decide(t4, Observation()).status.reason == "BackoffLimitExceeded"
+    assert decide(t4, Observation(misses=2)).status.reason == "BackoffLimitExceeded"
 
 
 def test_deadline_exceeded_fails_and_deletes_sandbox() -> None:
@@ -361,3 +387,89 @@ def test_default_ttl_from_settings_applies() -> None:
     done = {**finished(deleted=True), "completionTime": (NOW - dt.timedelta(seconds=60)).isoformat()}
     config = plan.PlanConfig(**{**CONFIG.__dict__, "default_ttl_seconds": 30})
     assert plan.decide(task(done), Observation(), now=NOW, config=config).actions == (plan.DeleteTask(uid=UID),)
+
+
+# ------------------------------------------------------------------ fencing (intents)
+
+
+def intent(action: str, holder: str, age: float, attempt: int = 1) -> dict[str, Any]:
+    return {"action": action, "attempt": attempt, "holder": holder,
+            "since": (NOW - dt.timedelta(seconds=age)).isoformat()}
+
+
+def test_another_replicas_fresh_intent_is_respected() -> None:
+    t = task({**provisioning(), "intent": intent("CreateSandbox", "other", age=10)})
+    d = decide(t, Observation())
+    assert d.actions == ()
+    assert d.requeue_after == pytest.approx(CONFIG.claim_seconds - 10)
+
+
+def test_a_stale_intent_of_another_replica_is_taken_over() -> None:
+    t = task({**provisioning(), "intent": intent("CreateSandbox", "other", age=CONFIG.claim_seconds + 1)})
+    d = decide(t, Observation())
+    assert d.actions == (CreateSandbox(name=plan.sandbox_name(UID, 1), attempt=1),)
+    assert d.status.intent is not None and d.status.intent.holder == CONFIG.identity
+    assert d.status.intent.since == NOW  # a new write: it is what fences the other replica out
+
+
+def test_start_agent_records_its_intent_and_the_running_command_clears_it() -> None:
+    d = decide(task(provisioning()), Observation(sandbox=started(), session_exists=False))
+    assert d.status.intent is not None and (d.status.intent.action, d.status.intent.attempt) == ("StartAgent", 1)
+    running = decide(task(d.status.dump()), Observation(sandbox=started(), command=CommandObs("c1", None)))
+    assert running.status.intent is None
+
+
+def test_start_agent_waits_for_a_peer_that_is_starting_it() -> None:
+    t = task({**provisioning(), "intent": intent("StartAgent", "other", age=1)})
+    d = decide(t, Observation(sandbox=started(), session_exists=True))
+    assert d.actions == ()
+
+
+# ------------------------------------------------------------ provisioning timeout
+
+
+def test_pending_since_is_recorded_when_first_seen_and_kept() -> None:
+    d = decide(task(provisioning()), Observation(sandbox=started(state="pulling_snapshot")))
+    assert d.status.sandbox is not None and d.status.sandbox.pending_since == NOW
+    later = plan.decide(task(d.status.dump()), Observation(sandbox=started(state="building_snapshot")),
+                        now=NOW + dt.timedelta(minutes=5), config=CONFIG)
+    assert later.status.sandbox is not None and later.status.sandbox.pending_since == NOW
+    assert later.actions == ()
+
+
+def test_a_sandbox_stuck_pending_past_the_timeout_is_a_lost_attempt() -> None:
+    since = NOW - dt.timedelta(seconds=CONFIG.provisioning_timeout_seconds + 1)
+    t = task({**provisioning(), "sandbox": {"id": "sb1", "name": plan.sandbox_name(UID, 1), "state": "starting",
+                                           "pendingSince": since.isoformat()}})
+    d = decide(t, Observation(sandbox=started(state="starting")))
+    assert d.status.reason == "SandboxLost" and d.status.attempts == 2
+    assert "provisioning timeout" in (d.status.message or "")
+
+
+# ------------------------------------------------------------ waiting, failure classes
+
+
+def test_wait_keeps_the_phase_and_names_the_cause() -> None:
+    d = plan.wait(task(running_status()), reason="DaytonaAuthFailed", message="HTTP 401; waits", now=NOW,
+                  config=CONFIG)
+    assert d.status.phase == Phase.RUNNING and d.actions == ()
+    assert d.status.reason == "DaytonaAuthFailed"
+    assert cond(d, "Reconciling") == ("True", "DaytonaAuthFailed")
+    assert cond(d, "AgentRunning") == ("True", "AgentStarted")
+    resumed = decide(task(d.status.dump()), Observation(sandbox=started(), command=CommandObs("c1", None)))
+    assert resumed.status.reason == "AgentStarted"  # the next step that gets through says so
+
+
+def test_wait_never_touches_a_finished_task() -> None:
+    done = task(finished())
+    assert plan.wait(done, reason="DaytonaAuthFailed", message="x", now=NOW, config=CONFIG).status.reason == \
+        "AgentSucceeded"
+
+
+@pytest.mark.parametrize(("klass", "reason"), [("ModelAuthFailed", "ModelAuthFailed"), ("PushFailed", "PushFailed"),
+                                               (None, "AgentFailed"), ("SomethingNew", "AgentFailed")])
+def test_the_runners_failure_class_is_the_reason(klass: str | None, reason: str) -> None:
+    d = decide(task(running_status()), Observation(sandbox=started(), command=CommandObs("c1", 4),
+                                                   result=Result(outcome="Failed", failure_class=klass)))
+    assert d.status.phase == Phase.FAILED and d.status.reason == reason
+    assert cond(d, "Stalled") == ("True", reason)
