@@ -10,7 +10,8 @@
 - 5xx, 429, rate-limited 403 (`Retry-After` or `x-ratelimit-remaining: 0`) and connection
   errors are retried by the project's one retry policy (`retry.py`: exponential backoff, full
   jitter), honouring `Retry-After` (seconds or an HTTP date) and `x-ratelimit-reset`. A wait
-  longer than `max_delay` is not slept: the request fails with `Retryable(retry_after=...)`. Other 4xx fail at once as `Fatal`.
+  longer than `max_delay` is not slept: the request fails with `Retryable(retry_after=...)`.
+  Other 4xx fail at once as `Fatal`.
 
 Error messages carry the method, path, status and GitHub's `message`, never a header or token.
 It does not paginate, and it does not know about AgentTasks (see `notifier.py`).
