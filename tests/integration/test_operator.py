@@ -93,16 +93,9 @@ def test_happy_path_pushes_a_branch_and_cleans_up(
     transitions = [json.loads(line)["message"].split(":")[0] for line in operator.logs().splitlines()
                    if line.startswith("{") and json.loads(line).get("message", "").startswith("phase ")
                    and json.loads(line).get("name") == "happy"]
-    assert transitions == ["phase None -> Pending", "phase Pending -> Provisioning",
-                           "phase Provisioning -> Running", "phase Running -> Succeeded"]
-    cond = conditions(task)
-    assert cond["Admitted"]["status"] == "True"
-    assert cond["SandboxReady"]["status"] == "True"
-    assert cond["Complete"]["status"] == "True"
-    assert cond["AgentRunning"]["status"] == "False"
-    for c in cond.values():
-        assert c["observedGeneration"] == task["metadata"]["generation"]
-        assert c["lastTransitionTime"]
+    # admitted at once: one write takes it to Provisioning (no separate Pending write)
+    assert transitions == ["phase None -> Provisioning", "phase Provisioning -> Running",
+                           "phase Running -> Succeeded"]
     result = status["result"]
     assert result["outcome"] == "ChangesPushed"
     assert result["branch"] == f"agenttask/12-{task['metadata']['uid'][:8]}"
@@ -117,14 +110,24 @@ def test_happy_path_pushes_a_branch_and_cleans_up(
     assert status["startTime"] and status["completionTime"]
     # exactly one sandbox was ever created for this task, and it is gone
     name = status["sandbox"]["name"]
-    wait_for(lambda: (get_task(kubectl, namespace, "happy") or {}).get("status", {}).get("sandbox", {}).get("deleted"),
-             timeout=30, what="sandbox deletion recorded")
+    cleaned = wait_for(lambda: (lambda t: t if t and t["status"].get("sandbox", {}).get("deleted") else None)(
+        get_task(kubectl, namespace, "happy")), timeout=30, what="sandbox deletion recorded")
+    cond = conditions(cleaned)
+    assert (cond["Ready"]["status"], cond["Ready"]["reason"]) == ("True", "AgentSucceeded")
+    assert cond["Reconciling"]["status"] == "False" and "Stalled" not in cond
+    assert cond["Admitted"]["status"] == "True"
+    assert (cond["SandboxReady"]["status"], cond["SandboxReady"]["reason"]) == ("False", "SandboxDeleted")
+    assert cond["Complete"]["status"] == "True"
+    assert cond["AgentRunning"]["status"] == "False"
+    for c in cond.values():
+        assert c["observedGeneration"] == cleaned["metadata"]["generation"]
+        assert c["lastTransitionTime"]
     assert daytona.stats()["creates_by_name"].get(name) == 1
     assert daytona.get(name) is None
     events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=happy",
                      "-o", "json").stdout
     reasons = [e["reason"] for e in json.loads(events)["items"]]
-    assert {"Created", "Provisioning", "AgentStarted", "AgentSucceeded"} <= set(reasons)
+    assert {"Provisioning", "AgentStarted", "AgentSucceeded"} <= set(reasons)
 
 
 SLOW_AGENT = """
@@ -220,7 +223,7 @@ def test_lost_sandbox_starts_a_new_attempt_and_backoff_limit_ends_it(
     assert status["phase"] == "Succeeded", status
     assert status["attempts"] == 2
     assert status["sandbox"]["name"].endswith("-2")
-    assert conditions(retried)["SandboxReady"]["status"] == "True"
+    assert conditions(retried)["Ready"]["status"] == "True"
     uid = retried["metadata"]["uid"]
     created = daytona.stats()["creates_by_name"]
     assert created.get(f"at-{uid}-1") == 1
