@@ -109,7 +109,7 @@ class AdmissionQueue:
             self._waiting.pop(item.key)
             self._turn.pop(item.key, None)
             self._active[item.key] = item.key[0]
-            return Admission(admitted=True)
+            return Admission(admitted=True, granted=True)
         turn = self._turn.get(item.key)
         if turn is None or turn.is_set():  # woken but overtaken (e.g. by an older task): wait again
             self._turn[item.key] = asyncio.Event()

@@ -247,6 +247,8 @@ class Supervisor:
                 return plan.Observation()
             created = task.metadata.creation_timestamp or rt.clock()
             admission = rt.queue.request(Waiting(key=self.key, created=created, uid=task.metadata.uid))
+            if admission.granted:  # logged in the same breath as the grant: the log order is the admission order
+                self.logger.info("admitted to a sandbox slot (%d/%d active)", rt.queue.active, rt.queue.limit)
             return plan.Observation(admission=admission)
         attempt = max(status.attempts, 1)
         if phase.terminal:

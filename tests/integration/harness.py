@@ -154,6 +154,8 @@ class Operator:
             "AGENTTASK_HTTP_HOST": "127.0.0.1",
             "AGENTTASK_HTTP_PORT": str(self.http_port),
             "AGENTTASK_STANDALONE": "true",
+            # like a pod's name: kept across restarts of this operator, distinct between operators
+            "AGENTTASK_REPLICA_ID": f"{self.instance_id}/{self.log_path.stem}",
         })
         env.update(self.env_overrides)
         return env
