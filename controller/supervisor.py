@@ -42,7 +42,8 @@ from .statuspatch import merge_patch
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 _ERROR_WRITE_SECONDS = 30.0  # lastError is rewritten at most this often
-_FINAL_STREAM_SECONDS = 5.0  # how long an exited command's log stream may take to deliver its end
+_FINAL_STREAM_SECONDS = 5.0
+_CLONE_ATTEMPTS = 4  # transient clone failures in a row before the repository counts as unreachable  # how long an exited command's log stream may take to deliver its end
 _WAIT_REASONS = frozenset({Reason.DAYTONA_AUTH_FAILED, Reason.DAYTONA_FORBIDDEN, Reason.DAYTONA_QUOTA_EXCEEDED,
                            Reason.DAYTONA_UNAVAILABLE, Reason.KUBERNETES_FORBIDDEN})
 
@@ -74,6 +75,7 @@ class Supervisor:
         self.path = "unknown"  # how the sandbox was created, for time-to-running by path
         self.secrets_registered = False
         self.misses = 0  # consecutive observations that found the recorded sandbox missing
+        self.clone_failures = 0  # consecutive transient clone failures
         # what this step's observation fetched, so its actions do not fetch it again
         self.seen: Any | None = None  # the SDK sandbox of the current attempt
         self.seen_session: tuple[str, bool, plan.CommandObs | None] | None = None  # (session, exists, command)
@@ -377,9 +379,20 @@ class Supervisor:
         if code == 0:
             return
         password = await taskenv.repository_token(rt.kube, task)
-        await rt.sandboxes.clone(sandbox, url=task.spec.repository.url, path=repo,
-                                 branch=task.spec.repository.base_branch,
-                                 username=taskenv.GIT_USERNAME if password is not None else None, password=password)
+        try:
+            await rt.sandboxes.clone(sandbox, url=task.spec.repository.url, path=repo,
+                                     branch=task.spec.repository.base_branch,
+                                     username=taskenv.GIT_USERNAME if password is not None else None,
+                                     password=password)
+        except Retryable as exc:
+            # the network between the sandbox and the repository: a few tries, then it is the task's
+            # repository that cannot be reached (a typo'd host never starts to resolve)
+            self.clone_failures += 1
+            if self.clone_failures >= _CLONE_ATTEMPTS:
+                raise TaskFault(f"the repository could not be cloned after {self.clone_failures} tries: {exc}",
+                                reason=Reason.REPOSITORY_UNREACHABLE) from exc
+            raise
+        self.clone_failures = 0
 
     # ------------------------------------------------------------------- status
 
