@@ -42,8 +42,8 @@ from .statuspatch import merge_patch
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 _ERROR_WRITE_SECONDS = 30.0  # lastError is rewritten at most this often
-_FINAL_STREAM_SECONDS = 5.0
-_CLONE_ATTEMPTS = 4  # transient clone failures in a row before the repository counts as unreachable  # how long an exited command's log stream may take to deliver its end
+_FINAL_STREAM_SECONDS = 5.0  # how long an exited command's log stream may take to deliver its end
+_CLONE_ATTEMPTS = 4  # transient clone failures in a row before the repository counts as unreachable
 _WAIT_REASONS = frozenset({Reason.DAYTONA_AUTH_FAILED, Reason.DAYTONA_FORBIDDEN, Reason.DAYTONA_QUOTA_EXCEEDED,
                            Reason.DAYTONA_UNAVAILABLE, Reason.KUBERNETES_FORBIDDEN})
 

@@ -207,7 +207,7 @@ def test_fuzzed_specs_are_rejected_or_explained(controlplane: DevCluster, crd: P
             wait_for(lambda: all(explained(n) for n in accepted), timeout=180, what="every accepted task explained",
                      interval=1)
         except AssertionError:
-            left = {n: ((t := get_task(kubectl, namespace, n)) or {}).get("status") for n in accepted
+            left = {n: (get_task(kubectl, namespace, n) or {}).get("status") for n in accepted
                     if not explained(n)}
             raise AssertionError(f"not explained: {json.dumps(left, indent=1, default=str)[:6000]}") from None
         assert op.process is not None and op.process.poll() is None

@@ -54,6 +54,12 @@ def test_docs_list_exactly_the_registered_metrics() -> None:
             name = family.name + ("_total" if family.type == "counter" else "")
             registered[name] = (family.type, frozenset(getattr(collector, "_labelnames", ())),
                                 family.documentation)
+    # gauges computed at scrape time (registered by the running operator, from its index and health)
+    state = metrics.StateCollector(phases=dict, admitted=lambda: 0, degraded=list, causes=["DaytonaAuthFailed"],
+                                   all_phases=["Pending"])
+    for family in state.collect():
+        labels = frozenset(key for sample in family.samples for key in sample.labels)
+        registered[family.name] = (family.type, labels, family.documentation)
     assert documented() == registered
 
 
