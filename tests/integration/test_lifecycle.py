@@ -130,6 +130,8 @@ def test_ttl_deletes_finished_tasks_and_retention_deletes_kept_sandboxes(
             box = wait_for(lambda: (b := server.get(name)) and b["state"] == "stopped" and b, timeout=20,
                            what="the kept sandbox to be stopped")
             assert box["state"] == "stopped"
+            # Daytona's own auto-delete (counted from the stop) is pushed past the retention: 1 min + margin
+            assert box["autoDeleteInterval"] == 1 + 30
 
             done = wait_phase(kubectl, namespace, "short-lived", {"Succeeded"}, timeout=60)
             finished_at = when(done["status"]["completionTime"])

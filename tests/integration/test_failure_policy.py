@@ -1,0 +1,241 @@
+"""The failure policy against real faults: no operator-wide fault fails a task, no destructive
+step on uncertain information (issue #12's acceptance). The operator runs as `agenttask run`
+on the real apiserver, against the embedded Daytona server whose faults are set over HTTP;
+Kubernetes faults come from a real proxy in front of the real apiserver."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daytona import AsyncDaytona, CreateSandboxFromSnapshotParams, DaytonaConfig
+
+from controller import gc
+from controller.devcluster import DevCluster
+from controller.errors import OperatorError
+from controller.kube import Kube
+from controller.sandboxes import Sandboxes
+from tests.fakes.kubeproxy import KubeProxy
+
+from ..conftest import Kubectl
+from .harness import (
+    ROOT,
+    Operator,
+    SandboxServer,
+    agent_script,
+    make_repo,
+    operator_for,
+    register_secret,
+    sandbox_server,
+    wait_for,
+)
+from .test_operator import create_task, get_task, wait_phase
+
+SLEEPY = """
+import sys, time
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 1)
+open("DONE.md", "w").write("done\\n")
+print("agent: done", flush=True)
+"""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    with sandbox_server(tmp_path / "sandboxes") as s:
+        yield s
+
+
+def phases(kubectl: Kubectl, namespace: str, names: list[str]) -> dict[str, str | None]:
+    return {n: ((get_task(kubectl, namespace, n) or {}).get("status") or {}).get("phase") for n in names}
+
+
+def degraded(op: Operator, cause: str) -> float | None:
+    match = re.search(rf'^agenttask_operator_degraded{{cause="{cause}"}} (\S+)$', op.metrics(), re.M)
+    return float(match.group(1)) if match else None
+
+
+def test_a_daytona_401_storm_fails_no_task_and_everything_resumes(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, server: SandboxServer, tmp_path: Path
+) -> None:
+    _, url = make_repo(tmp_path)
+    sleepy = agent_script(tmp_path, "sleepy", SLEEPY)
+    op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path).start()
+    names = [f"storm-{i}" for i in range(6)]
+    try:
+        for _i, name in enumerate(names[:3]):  # these run when the storm starts; the others arrive during it
+            create_task(kubectl, namespace, name, {"repository": {"url": url}, "agent": {"command": [*sleepy, "20"]}})
+        wait_for(lambda: all(p == "Running" for p in phases(kubectl, namespace, names[:3]).values()), timeout=60,
+                 what="the first tasks to run")
+        assert degraded(op, "DaytonaAuthFailed") == 0
+        server.set_faults({"errors": {"*": {"rate": 1.0, "status": 401}}})  # the key was revoked
+        storm_started = time.monotonic()
+        for name in names[3:]:
+            create_task(kubectl, namespace, name, {"repository": {"url": url}, "agent": {"command": [*sleepy, "1"]}})
+        wait_for(lambda: degraded(op, "DaytonaAuthFailed") == 1, timeout=30, what="the operator to report itself "
+                 "degraded")
+        waiting = wait_for(lambda: (t := get_task(kubectl, namespace, names[3])) and t.get("status", {}).get(
+            "reason") == "DaytonaAuthFailed" and t, timeout=30, what="a new task to say what it waits for")
+        reconciling = {c["type"]: c for c in waiting["status"]["conditions"]}["Reconciling"]
+        assert reconciling["status"] == "True" and reconciling["reason"] == "DaytonaAuthFailed"
+        while time.monotonic() - storm_started < 60:  # the whole storm: nothing may fail meanwhile
+            assert "Failed" not in phases(kubectl, namespace, names).values()
+            time.sleep(2)
+        server.set_faults({})  # the key is fixed
+        done = [wait_phase(kubectl, namespace, n, {"Succeeded", "Failed"}, timeout=120) for n in names]
+        assert [t["status"]["phase"] for t in done] == ["Succeeded"] * len(names), [
+            (t["metadata"]["name"], t["status"].get("reason"), t["status"].get("message")) for t in done]
+        wait_for(lambda: degraded(op, "DaytonaAuthFailed") == 0, timeout=30, what="the degraded gauge to clear")
+        assert server.stats()["sandboxes_created"] == len(names)  # one sandbox each, none lost to the storm
+        events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+        assert any(e["reason"] == "DaytonaAuthFailed" and e["type"] == "Warning" for e in events)
+    finally:
+        op.stop()
+
+
+def test_a_sandbox_deleted_between_observe_and_act_costs_one_attempt(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, server: SandboxServer, tmp_path: Path
+) -> None:
+    _, url = make_repo(tmp_path)
+    sleepy = agent_script(tmp_path, "sleepy", SLEEPY)
+    server.set_faults({"latency": {"upload": 5}})  # the window between the look and the act
+    op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path).start()
+    try:
+        create_task(kubectl, namespace, "vanish", {"repository": {"url": url}, "agent": {"command": [*sleepy, "1"]}})
+        claimed = wait_for(lambda: (t := get_task(kubectl, namespace, "vanish")) and (t.get("status", {}).get(
+            "intent") or {}).get("action") == "StartAgent" and t, timeout=60, what="the agent start to be claimed")
+        first = claimed["status"]["sandbox"]["name"]
+        server.set_faults({"lose": [first]})  # gone while the operator uploads into it
+        server.set_faults({})
+        task = wait_phase(kubectl, namespace, "vanish", {"Succeeded", "Failed"}, timeout=90)
+        assert task["status"]["phase"] == "Succeeded", task["status"]
+        assert task["status"]["attempts"] == 2
+        assert task["status"]["sandbox"]["name"].endswith("-2")
+    finally:
+        op.stop()
+
+
+async def _create_orphans(server: SandboxServer, instance: str, namespace: str, n: int) -> None:
+    async with AsyncDaytona(DaytonaConfig(api_url=server.api_url, api_key=server.api_key)) as client:
+        for i in range(n):
+            await client.create(CreateSandboxFromSnapshotParams(name=f"orphan-{i}", labels={
+                "agenttask.io/instance": instance, "agenttask.io/namespace": namespace,
+                "agenttask.io/task-uid": str(uuid.uuid4())}))
+
+
+def test_a_task_listing_that_fails_deletes_nothing(
+    controlplane: DevCluster, crd: Path, namespace: str, server: SandboxServer, tmp_path: Path
+) -> None:
+    instance = f"gc-{namespace}"
+    asyncio.run(_create_orphans(server, instance, namespace, 3))
+    with KubeProxy(controlplane) as proxy:
+        kubeconfig = proxy.kubeconfig(tmp_path / "proxied.kubeconfig")
+
+        async def sweeps(rounds: int) -> list[gc.SweepReport | OperatorError]:
+            kube = await Kube.connect(str(kubeconfig))
+            boxes = Sandboxes.connect(api_url=server.api_url, api_key=server.api_key)
+            sweeper = gc.Sweeper(sandboxes=boxes, kube=kube, instance_id=instance, namespaces=[namespace],
+                                 grace_seconds=0)
+            results: list[gc.SweepReport | OperatorError] = []
+            try:
+                for _ in range(rounds):
+                    try:
+                        results.append(await sweeper.sweep(now=dt.datetime.now(dt.UTC)))
+                    except OperatorError as exc:
+                        results.append(exc)
+            finally:
+                await boxes.close()
+            return results
+
+        # the apiserver answers the task list with 404 (say, the CRD is being reinstalled)
+        proxy.fault("GET", r"/apis/agenttask\.io/v1alpha1/namespaces/[^/]+/agenttasks(\?|$)", status=404)
+        failed = asyncio.run(sweeps(3))
+        assert all(isinstance(r, OperatorError) for r in failed), failed
+        assert all(server.get(f"orphan-{i}") is not None for i in range(3))
+        assert any(status == 404 for _, _, status in proxy.requests)
+
+        proxy.clear()  # the listing works again: the orphans go, after two sweeps agree
+        first, second = asyncio.run(sweeps(2))
+        assert isinstance(first, gc.SweepReport) and first.deleted == {} and len(first.suspected) == 3
+        assert isinstance(second, gc.SweepReport) and sorted(second.deleted) == [f"orphan-{i}" for i in range(3)]
+
+
+def test_two_replicas_active_at_once_start_each_task_once(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, server: SandboxServer, tmp_path: Path
+) -> None:
+    """Peering is advisory: here both replicas are forced active (standalone) on the same tasks."""
+    _, url = make_repo(tmp_path)
+    sleepy = agent_script(tmp_path, "sleepy", SLEEPY)
+    server.set_faults({"latency": {"*": 0.05, "create": 0.3}})  # widen every race window
+    ops = [operator_for(controlplane.kubeconfig, server, namespace, tmp_path, name=f"replica-{i}") for i in (1, 2)]
+    names = [f"twin-{i}" for i in range(8)]
+    try:
+        for op in ops:
+            op.start()
+        for name in names:
+            create_task(kubectl, namespace, name, {"repository": {"url": url}, "agent": {"command": [*sleepy, "2"]}})
+        done = [wait_phase(kubectl, namespace, n, {"Succeeded", "Failed"}, timeout=180) for n in names]
+    finally:
+        for op in ops:
+            op.stop()
+    assert [t["status"]["phase"] for t in done] == ["Succeeded"] * len(names)
+    stats = server.stats()
+    for task in done:
+        assert stats["creates_by_name"].get(task["status"]["sandbox"]["name"]) == 1
+    assert stats["commands_started"] == len(names), stats  # one agent start per task, across both replicas
+    started = [json.loads(line).get("name") for op in ops for line in op.logs().splitlines()
+               if line.startswith("{") and json.loads(line).get("message") == "agent started"]
+    assert sorted(started) == sorted(names)
+
+
+def test_an_adopted_agent_that_prints_its_secret_never_leaks_it(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, server: SandboxServer, tmp_path: Path
+) -> None:
+    secret = register_secret(f"adopted-Secret-{uuid.uuid4().hex[:12]}")
+    kubectl("create", "secret", "generic", "agent-key", "-n", namespace, f"--from-literal=key={secret}")
+    _, url = make_repo(tmp_path)
+    chatty = agent_script(tmp_path, "chatty", """
+import os, sys, time
+for i in range(int(sys.argv[1])):
+    print("tick", i, "key=" + os.environ["AGENT_KEY"], flush=True)
+    time.sleep(0.5)
+""")
+    op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path).start()
+    try:
+        create_task(kubectl, namespace, "chatty", {"repository": {"url": url}, "agent": {
+            "command": [*chatty, "30"],
+            "env": [{"name": "AGENT_KEY", "valueFrom": {"secretKeyRef": {"name": "agent-key", "key": "key"}}}]}})
+        wait_phase(kubectl, namespace, "chatty", {"Running"}, timeout=60)
+        op.kill()  # a crash: the new process knows nothing, and replays the agent's output from the start
+        op.start()
+        task = wait_phase(kubectl, namespace, "chatty", {"Succeeded", "Failed"}, timeout=120)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{op.http_port}/status", timeout=10).read().decode()
+        api = urllib.request.urlopen(f"http://127.0.0.1:{op.http_port}/api/tasks", timeout=10).read().decode()
+        emitted = "\n".join([op.logs(), page, api, op.metrics(), kubectl("get", "at", "-n", namespace, "-o",
+                                                                         "json").stdout,
+                             kubectl("get", "events", "-n", namespace, "-o", "json").stdout])
+    finally:
+        op.stop()
+    assert task["status"]["phase"] == "Succeeded"
+    assert "key=***" in task["status"]["logTail"]
+    assert secret not in emitted
+
+
+def test_without_its_peering_object_the_operator_refuses_to_start_and_says_why(
+    controlplane: DevCluster, crd: Path, namespace: str, server: SandboxServer, tmp_path: Path
+) -> None:
+    op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path, AGENTTASK_STANDALONE="false",
+                      AGENTTASK_PEERING_NAME=f"missing-{uuid.uuid4().hex[:6]}")
+    proc = subprocess.run([sys.executable, "-m", "controller.cli", "run", "--namespace", namespace],
+                          env=op.env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "not starting" in proc.stderr and "--standalone" in proc.stderr
