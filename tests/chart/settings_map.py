@@ -22,6 +22,7 @@ SPECIAL: dict[str, str | None] = {
     "github_webhook_secret": "github.webhookSecret.existingSecret",
     "http_host": None,
     "http_port": "http.port",
+    "replica_id": None,  # the pod's name (downward API): stable across container restarts
 }
 
 
