@@ -152,8 +152,11 @@ def context_files(task: AgentTask, *, attempt: int, settings: Settings, runner: 
 
 
 def runner_command(settings: Settings) -> str:
-    """The fixed shell command that starts the runner (no user text in it)."""
-    return f"exec python3 {shlex.quote(settings.context_dir + '/runner.pyz')}"
+    """The fixed shell command that starts the runner (no user text in it).
+
+    Not `exec`: a Daytona session is one long-lived shell that runs each command and then records
+    its exit code; `exec` would replace that shell, and the command's exit code would be lost."""
+    return f"python3 {shlex.quote(settings.context_dir + '/runner.pyz')}"
 
 
 def result_path(settings: Settings) -> str:
