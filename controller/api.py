@@ -127,6 +127,7 @@ class AgentTaskSpec(_Model):
     backoff_limit: int = 3
     ttl_seconds_after_finished: int | None = None
     suspend: bool = False
+    cancel: bool = False
     pull_request: PullRequest = Field(default_factory=PullRequest)
     audit: Audit = Field(default_factory=Audit)
 
@@ -178,6 +179,8 @@ class Reason(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     SANDBOX_KEPT = "SandboxKept"
+    RESUMING = "Resuming"
+    CANCELLED = "Cancelled"
     PROVISIONING_TIMEOUT = "ProvisioningTimeout"
     # the task's own faults (status.reason of a Failed task)
     INVALID_SPEC = "InvalidSpec"
@@ -256,6 +259,9 @@ class AgentTaskStatus(_Model):
     start_time: dt.datetime | None = None
     running_time: dt.datetime | None = None
     completion_time: dt.datetime | None = None
+    suspended_at: dt.datetime | None = None
+    suspended_seconds: float = 0
+    resumes: int = 0
     agent: AgentStatus | None = None
     intent: Intent | None = None
     result: Result | None = None

@@ -147,6 +147,8 @@ def _bad_request(operation: str, message: str) -> Verdict:
         return Verdict(Kind.ATTEMPT_LOST)
     if operation == "stop" and _NOT_STOPPABLE.search(message):
         return Verdict(Kind.DONE)
+    if operation == "start" and re.search(r"is not in valid state", message, re.I):
+        return Verdict(Kind.DONE)  # already started (or starting): the next observation says which
     if operation in _TOOLBOX | {"start", "stop"} and _NOT_RUNNING.search(message):
         return Verdict(Kind.ATTEMPT_LOST)
     if operation == "git_clone":

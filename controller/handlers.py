@@ -59,6 +59,7 @@ class App:
     http: HttpServer | None = None
     github: integration.GitHubIntegration | None = None
     liveness: Liveness = field(default_factory=Liveness)
+    wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     background: list[asyncio.Task[None]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
@@ -250,13 +251,30 @@ async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger
     task = AgentTask.from_body(body)
     if _holds_slot(task):
         rt.queue.holds((task.metadata.namespace, task.metadata.name))
-    liveness = app_of(memo).liveness
-    liveness.started()
+    app = app_of(memo)
+    key = (task.metadata.namespace, task.metadata.name)
+    supervisor = Supervisor(rt, body=body, logger=logger, on_step=app.liveness.beat)
+    app.wakers[key] = supervisor.wake
+    app.liveness.started()
     try:
-        await Supervisor(rt, body=body, logger=logger, on_step=liveness.beat).run(stopped)
+        await supervisor.run(stopped)
     finally:
-        liveness.ended()
+        app.liveness.ended()
+        if app.wakers.get(key) is supervisor.wake:
+            del app.wakers[key]
     rt.queue.release((task.metadata.namespace, task.metadata.name))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def spec_changed(body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Wake the task's supervisor when its spec changed (suspend, cancel, a new deadline) instead
+    of waiting for its next look. The operator's own status writes carry the generation they saw,
+    so they wake nothing."""
+    generation = (body.get("metadata") or {}).get("generation")
+    if generation != (body.get("status") or {}).get("observedGeneration"):
+        wake = app_of(memo).wakers.get((namespace or "", name))
+        if wake is not None:
+            wake.set()
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="sandbox-cleanup")

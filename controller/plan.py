@@ -152,13 +152,29 @@ class KeepSandbox:
 
 
 @dataclass(frozen=True)
+class SuspendSandbox:
+    """Stop the sandbox of a suspended task and keep it: Daytona's auto-delete and TTL are
+    switched off while the task is suspended (the checkout and the agent's conversation live on
+    the sandbox's disk)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ResumeSandbox:
+    """Start the stopped sandbox of a resumed task again, with its safety net restored."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class DeleteTask:
     """Delete the finished AgentTask itself (ttlSecondsAfterFinished)."""
 
     uid: str
 
 
-Action = CreateSandbox | StartAgent | DeleteSandbox | KeepSandbox | DeleteTask
+Action = CreateSandbox | StartAgent | DeleteSandbox | KeepSandbox | SuspendSandbox | ResumeSandbox | DeleteTask
 
 
 @dataclass(frozen=True)
@@ -180,8 +196,10 @@ def sandbox_name(uid: str, attempt: int) -> str:
     return f"at-{uid}-{attempt}"
 
 
-def session_id(attempt: int) -> str:
-    return f"agenttask-{attempt}"
+def session_id(attempt: int, resumes: int = 0) -> str:
+    """The Daytona session of an attempt's agent run; a resumed run gets a session of its own (a
+    stopped sandbox keeps its files, not its sessions)."""
+    return f"agenttask-{attempt}" if resumes == 0 else f"agenttask-{attempt}-r{resumes}"
 
 
 # ------------------------------------------------------------------------------ status
@@ -230,11 +248,21 @@ class _Builder:
 
 
 def deadline(task: AgentTask, config: PlanConfig) -> dt.datetime | None:
+    """When the task's deadline passes: admission + activeDeadlineSeconds + time spent suspended
+    (None before admission and while suspended: the clock is paused)."""
     start = task.status.start_time
-    if start is None:
+    if start is None or task.status.phase == Phase.SUSPENDED:
         return None
     seconds = task.spec.active_deadline_seconds or config.default_deadline_seconds
-    return start + dt.timedelta(seconds=seconds)
+    return start + dt.timedelta(seconds=seconds + task.status.suspended_seconds)
+
+
+def remaining_minutes(task: AgentTask, config: PlanConfig, *, now: dt.datetime) -> int:
+    """Whole minutes until the deadline (at least 1); for a resumed task's Daytona safety net."""
+    limit = deadline(task, config)
+    if limit is None:
+        return math.ceil((task.spec.active_deadline_seconds or config.default_deadline_seconds) / 60)
+    return max(1, math.ceil((limit - now).total_seconds() / 60))
 
 
 def ttl_seconds(task: AgentTask, config: PlanConfig | None) -> int | None:
@@ -263,6 +291,12 @@ def decide(task: AgentTask, obs: Observation, *, now: dt.datetime, config: PlanC
     if phase is not None and phase.terminal:
         return _finished(task, obs, b, config)
 
+    if task.spec.cancel:
+        return _fail(task, b, Reason.CANCELLED, "cancelled: spec.cancel is true", keep=False)
+
+    if phase == Phase.SUSPENDED:
+        return _suspended(task, obs, b, config)
+
     limit = deadline(task, config)
     if limit is not None and now >= limit:
         seconds = task.spec.active_deadline_seconds or config.default_deadline_seconds
@@ -272,7 +306,47 @@ def decide(task: AgentTask, obs: Observation, *, now: dt.datetime, config: PlanC
     if phase in (None, Phase.PENDING, Phase.QUEUED):
         return _admit(task, obs, b, config)
 
+    if task.spec.suspend and not (obs.command is not None and obs.command.exit_code is not None):
+        return _suspend(task, b, config)  # (an agent that already finished is finished first)
+
     return _progress(task, obs, b, config, limit)
+
+
+def _suspend(task: AgentTask, b: _Builder, config: PlanConfig) -> Decision:
+    """spec.suspend became true on a provisioning or running task: stop its sandbox (kept), free
+    its slot, pause its deadline."""
+    name = sandbox_name(task.metadata.uid, max(task.status.attempts, 1))
+    b.phase(Phase.SUSPENDED, Reason.SUSPENDED, f"spec.suspend is true: sandbox {name} is stopped and kept, the "
+            "deadline is paused")
+    b.set(suspended_at=b.now, intent=None, running_time=None)
+    return Decision(status=b.build(), actions=(SuspendSandbox(name=name),), release_slot=True,
+                    requeue_after=config.poll_interval_seconds)
+
+
+def _suspended(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -> Decision:
+    name = sandbox_name(task.metadata.uid, max(task.status.attempts, 1))
+    box = obs.sandbox
+    if box is not None:
+        b.set(sandbox=SandboxStatus(id=box.id, name=box.name, state=box.state))
+    if task.spec.suspend:
+        if box is not None and box.state not in ("stopped", "archived", "archiving", "stopping"):
+            # the stop did not happen yet (or was interrupted): do it (again)
+            return Decision(status=b.build(), actions=(SuspendSandbox(name=name),), release_slot=True,
+                            requeue_after=config.poll_interval_seconds)
+        return Decision(status=b.build(), release_slot=True, requeue_after=config.queue_recheck_max_seconds)
+    admission = obs.admission
+    if admission is None or not admission.admitted:
+        position = admission.position if admission else None
+        message = admission.limit_message if admission else "waiting for admission"
+        b.phase(Phase.SUSPENDED, Reason.QUOTA_EXCEEDED, f"resuming: {message}")
+        b.set(queue_position=position)
+        return Decision(status=b.build(), requeue_after=queue_recheck(position, config))
+    since = task.status.suspended_at or b.now
+    b.phase(Phase.PROVISIONING, Reason.RESUMING, f"resuming sandbox {name}")
+    b.set(suspended_at=None, queue_position=None, agent=None, resumes=task.status.resumes + 1,
+          suspended_seconds=task.status.suspended_seconds + max((b.now - since).total_seconds(), 0.0))
+    actions: tuple[Action, ...] = (ResumeSandbox(name=name),) if box is not None else ()
+    return Decision(status=b.build(), actions=actions, requeue_after=0)
 
 
 def _admit(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -> Decision:
@@ -346,12 +420,18 @@ def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
         b.phase(Phase.PROVISIONING, Reason.PROVISIONING, f"sandbox {name} is {sandbox.state}")
         return Decision(status=b.build(), requeue_after=config.poll_interval_seconds / 2)
     b.set(sandbox=SandboxStatus(id=sandbox.id, name=sandbox.name, state=sandbox.state))
+    sid = session_id(attempt, task.status.resumes)
+    resuming = task.status.resumes > 0 and (task.status.agent is None or task.status.agent.session_id != sid)
+    if resuming and sandbox.state in ("stopped", "archived"):
+        # resumed, but the start did not happen yet (or was interrupted): start it (again)
+        b.phase(Phase.PROVISIONING, Reason.RESUMING, f"resuming sandbox {name}")
+        return Decision(status=b.build(), actions=(ResumeSandbox(name=name),),
+                        requeue_after=config.poll_interval_seconds)
     if sandbox.state not in READY_STATES:
         detail = f"sandbox is {sandbox.state}" + (f": {sandbox.error_reason}" if sandbox.error_reason else "")
         return _lost(task, b, config, name, detail)
 
     command = obs.command
-    sid = session_id(attempt)
     if command is None:
         agent = task.status.agent
         if agent is not None and agent.command_id and agent.session_id == sid:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from .health import Health
 from .plan import CommandObs, SandboxObs
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 LABEL_UID = "agenttask.io/task-uid"
 LABEL_NAMESPACE = "agenttask.io/namespace"
@@ -260,6 +262,41 @@ class Sandboxes:
             await self._call("stop", lambda: self._client.stop(sandbox, timeout=self._timeout),
                              missing_ok=True, done_ok=True)
         return True
+
+    async def suspend(self, name: str) -> bool:
+        """Stop a suspended task's sandbox and keep it: Daytona's auto-delete (counted from the stop)
+        and TTL are switched off while it is suspended. False if the sandbox is gone."""
+        sandbox = await self.find(name)
+        if sandbox is None:
+            return False
+        await self._call("set_auto_delete", lambda: sandbox.set_auto_delete_interval(
+            -1, request_timeout=self._timeout), missing_ok=True)
+        await self._best_effort("ttl", lambda: sandbox.set_ttl(0, request_timeout=self._timeout))
+        if self.observe(sandbox).state not in ("stopped", "archived"):
+            await self._call("stop", lambda: self._client.stop(sandbox, timeout=self._timeout),
+                             missing_ok=True, done_ok=True)
+        return True
+
+    async def resume(self, name: str, *, auto_delete_minutes: int, ttl_minutes: int) -> bool:
+        """Start a suspended task's sandbox again with its safety net restored. False if gone."""
+        sandbox = await self.find(name)
+        if sandbox is None:
+            return False
+        await self._call("set_auto_delete", lambda: sandbox.set_auto_delete_interval(
+            auto_delete_minutes, request_timeout=self._timeout), missing_ok=True)
+        await self._best_effort("ttl", lambda: sandbox.set_ttl(ttl_minutes, request_timeout=self._timeout))
+        if self.observe(sandbox).state not in ("started", "starting"):
+            await self._call("start", lambda: self._client.start(sandbox, timeout=self._create_timeout),
+                             missing_ok=True, done_ok=True)
+        return True
+
+    async def _best_effort(self, operation: str, make: Callable[[], Awaitable[Any]]) -> None:
+        """A call only some Daytona deployments serve (TTL: not in the open-source API): a refusal
+        is logged, not raised; transient and operator-wide errors still are."""
+        try:
+            await self._call(operation, make, missing_ok=True)
+        except Fatal as exc:
+            log.info("daytona %s not applied: %s", operation, exc)
 
     async def list_labelled(self, labels: Mapping[str, str]) -> AsyncIterator[Any]:
         """Every sandbox carrying all `labels` (follows the cursor through all pages). Any error

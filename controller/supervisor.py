@@ -62,6 +62,7 @@ class Supervisor:
                  on_step: Callable[[], None] | None = None):
         self.rt = rt
         self.on_step = on_step
+        self.wake = asyncio.Event()  # set when the spec changed (suspend, cancel, deadline): look now
         self.live = body
         self.current: dict[str, Any] = dict(body)
         self.logger = logger
@@ -215,7 +216,11 @@ class Supervisor:
     async def _sleep(self, stopped: Any, seconds: float) -> None:
         if seconds <= 0:
             return
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stopped.wait())]
+        if self.wake.is_set():
+            self.wake.clear()
+            return
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stopped.wait()),
+                                            asyncio.ensure_future(self.wake.wait())]
         if self.follower is not None and not self.follower.exited.is_set():
             waits.append(asyncio.ensure_future(self.follower.exited.wait()))
         phase = AgentTask.from_body(self.current).status.phase
@@ -253,6 +258,14 @@ class Supervisor:
                 self.logger.info("admitted to a sandbox slot (%d/%d active)", rt.queue.active, rt.queue.limit)
             return plan.Observation(admission=admission)
         attempt = max(status.attempts, 1)
+        if phase == Phase.SUSPENDED:
+            sandbox = self.seen = await rt.sandboxes.find(plan.sandbox_name(task.metadata.uid, attempt))
+            resume: plan.Admission | None = None
+            if not task.spec.suspend:  # resuming needs a slot again
+                created = task.metadata.creation_timestamp or rt.clock()
+                resume = rt.queue.request(Waiting(key=self.key, created=created, uid=task.metadata.uid))
+            return plan.Observation(sandbox=rt.sandboxes.observe(sandbox) if sandbox is not None else None,
+                                    admission=resume)
         if phase.terminal:
             name = status.sandbox.name if status.sandbox and status.sandbox.name else None
             sandbox = self.seen = await rt.sandboxes.find(name) if name else None
@@ -266,7 +279,7 @@ class Supervisor:
         sandbox_obs = rt.sandboxes.observe(sandbox)
         if sandbox_obs.state not in READY_STATES:
             return plan.Observation(sandbox=sandbox_obs)
-        sid = plan.session_id(attempt)
+        sid = plan.session_id(attempt, status.resumes)
         exists, command = await rt.sandboxes.command(sandbox, sid)
         self.seen_session = (sid, exists, command)
         result = None
@@ -319,6 +332,16 @@ class Supervisor:
             meta = task.metadata
             if await rt.kube.delete_task(meta.namespace, meta.name, uid=action.uid):
                 self.logger.info("deleted: ttlSecondsAfterFinished has passed")
+        elif isinstance(action, plan.SuspendSandbox):
+            if self.follower is not None:
+                await self.follower.stop()
+            if await rt.sandboxes.suspend(action.name):
+                self.logger.info("sandbox %s stopped: the task is suspended", action.name)
+        elif isinstance(action, plan.ResumeSandbox):
+            ttl = plan.remaining_minutes(task, rt.config, now=rt.clock())
+            if await rt.sandboxes.resume(action.name, auto_delete_minutes=rt.settings.safety_margin_minutes,
+                                         ttl_minutes=ttl + rt.settings.safety_margin_minutes):
+                self.logger.info("sandbox %s started again: the task resumes", action.name)
         elif isinstance(action, plan.KeepSandbox):
             if self.follower is not None:
                 await self.follower.stop()

@@ -59,6 +59,7 @@ TABLE: list[tuple[str, int | None, str, Verdict]] = [
     ("git_clone", 400, "Could not resolve host: example.test", Verdict(Kind.TRANSIENT)),
     # answers, not errors
     ("stop", 400, "Sandbox is not in a stoppable state", Verdict(Kind.DONE)),
+    ("start", 400, "Sandbox is not in valid state", Verdict(Kind.DONE)),
     ("session_create", 409, "session already exists", Verdict(Kind.DONE)),
     ("create", 409, "Sandbox with name at-1 already exists", Verdict(Kind.NAME_TAKEN)),
     ("get", 404, "Sandbox with ID or name at-1 not found", Verdict(Kind.MISSING)),

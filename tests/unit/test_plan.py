@@ -473,3 +473,65 @@ def test_the_runners_failure_class_is_the_reason(klass: str | None, reason: str)
                                                    result=Result(outcome="Failed", failure_class=klass)))
     assert d.status.phase == Phase.FAILED and d.status.reason == reason
     assert cond(d, "Stalled") == ("True", reason)
+
+
+# ------------------------------------------------------------ cancel, suspend, resume
+
+
+@pytest.mark.parametrize("status", [None, {"phase": "Queued"}, "provisioning", "running"])
+def test_cancel_ends_the_task_failed_cancelled_and_deletes_its_sandbox(status: Any) -> None:
+    raw = provisioning() if status == "provisioning" else running_status() if status == "running" else status
+    d = decide(task(raw, cancel=True), Observation(sandbox=started()))
+    assert d.status.phase == Phase.FAILED and d.status.reason == "Cancelled"
+    assert cond(d, "Stalled") == ("True", "Cancelled")
+    if status in ("provisioning", "running"):
+        assert d.actions == (DeleteSandbox(name=plan.sandbox_name(UID, 1), reason="finished"),)
+
+
+def test_suspending_a_running_task_stops_its_sandbox_frees_the_slot_and_pauses_the_deadline() -> None:
+    d = decide(task(running_status(), suspend=True), Observation(sandbox=started(), command=CommandObs("c1", None)))
+    assert d.status.phase == Phase.SUSPENDED and d.status.reason == "Suspended"
+    assert d.actions == (plan.SuspendSandbox(name=plan.sandbox_name(UID, 1)),)
+    assert d.release_slot and d.status.suspended_at == NOW
+    assert cond(d, "Reconciling") == ("True", "Suspended")
+    assert cond(d, "AgentRunning")[0] == "False"
+    assert plan.deadline(task(d.status.dump(), activeDeadlineSeconds=60), CONFIG) is None  # clock paused
+
+
+def test_a_finished_agent_is_collected_before_a_suspension() -> None:
+    d = decide(task(running_status(), suspend=True), Observation(sandbox=started(), command=CommandObs("c1", 0)))
+    assert d.status.phase == Phase.SUCCEEDED
+
+
+def suspended(**extra: Any) -> dict[str, Any]:
+    return derived({**running_status(), "phase": "Suspended", "reason": "Suspended",
+                    "suspendedAt": (NOW - dt.timedelta(minutes=10)).isoformat(), **extra})
+
+
+def test_a_suspended_task_waits_with_its_sandbox_stopped() -> None:
+    d = decide(task(suspended(), suspend=True), Observation(sandbox=started(state="stopped")))
+    assert d.actions == () and d.status.phase == Phase.SUSPENDED
+    again = decide(task(suspended(), suspend=True), Observation(sandbox=started(state="started")))
+    assert again.actions == (plan.SuspendSandbox(name=plan.sandbox_name(UID, 1)),)  # the stop did not happen
+
+
+def test_resume_waits_for_a_slot_then_starts_the_same_sandbox() -> None:
+    full = decide(task(suspended()), Observation(sandbox=started(state="stopped"),
+                                                 admission=Admission(admitted=False, position=2, limit_message="full")))
+    assert full.status.phase == Phase.SUSPENDED and full.actions == () and "resuming" in (full.status.message or "")
+    d = decide(task(suspended()), Observation(sandbox=started(state="stopped"), admission=Admission(admitted=True)))
+    assert d.status.phase == Phase.PROVISIONING and d.status.reason == "Resuming"
+    assert d.actions == (plan.ResumeSandbox(name=plan.sandbox_name(UID, 1)),)
+    assert d.status.resumes == 1 and d.status.suspended_seconds == 600 and d.status.suspended_at is None
+    limit = plan.deadline(task(d.status.dump(), activeDeadlineSeconds=3600), CONFIG)
+    assert limit is not None and limit == d.status.start_time + dt.timedelta(seconds=3600 + 600)
+
+
+def test_a_resumed_task_starts_its_agent_in_a_new_session() -> None:
+    resumed = {**running_status(), "phase": "Provisioning", "reason": "Resuming", "resumes": 1}
+    resumed.pop("agent")
+    stopped = decide(task(resumed), Observation(sandbox=started(state="stopped")))
+    assert stopped.actions == (plan.ResumeSandbox(name=plan.sandbox_name(UID, 1)),)  # not a lost attempt
+    d = decide(task(resumed), Observation(sandbox=started(), session_exists=False))
+    assert d.actions == (StartAgent(sandbox_id="sb1", session_id="agenttask-1-r1", attempt=1),)
+    assert d.status.attempts == 1
