@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -87,14 +88,15 @@ async def test_unparseable_task_json_exits_64(sandbox: Sandbox) -> None:
     assert "cannot read task.json" in run.result["error"]
 
 
-async def test_clone_failure_exits_74(sandbox: Sandbox) -> None:
+async def test_clone_failure_exits_73(sandbox: Sandbox) -> None:
     sandbox.write_context(command=sandbox.agent("pass"), repo_url=(sandbox.home / "nowhere.git").as_uri())
 
     run = await asyncio.to_thread(sandbox.run)
 
-    assert run.returncode == 74
+    assert run.returncode == 73
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "GitFailed"
     assert run.result["error"].startswith("git clone failed")
 
 
@@ -111,7 +113,9 @@ async def test_push_failure_exits_74_after_the_agent_succeeded(sandbox: Sandbox)
     assert run.returncode == 74
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "GitPushFailed"
     assert run.result["error"].startswith("git push failed")
+    assert run.stderr.count(b"git push failed") == 3  # two retries, then the final failure
     assert run.result["agentExitCode"] == 0
     assert run.result["summary"] == "made a change"
     assert run.result["branch"] is None
@@ -130,6 +134,7 @@ async def test_github_failure_exits_69_and_keeps_the_pushed_branch(
     assert run.returncode == 69
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "GitHubFailed"
     assert "HTTP 401: Bad credentials" in run.result["error"]
     assert run.result["branch"] == f"agenttask/42-{UID[:8]}"
     assert run.result["commit"]
@@ -144,16 +149,19 @@ async def test_agent_that_cannot_start_or_is_killed(sandbox: Sandbox, agent: str
 
     run = await asyncio.to_thread(sandbox.run)
 
-    assert run.returncode == code
+    assert run.returncode == 65
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "AgentFailed"
     assert run.result["agentExitCode"] == code
+    assert run.result["agent"] is None
 
 
 async def test_default_agent_is_claude_code_headless(sandbox: Sandbox) -> None:
     claude = sandbox.bin / "claude"  # first on PATH: stands in for Claude Code
     claude.write_text(f"#!{sys.executable}\n" + AGENT_PRELUDE + (
         "(OUT / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n"
+        "(OUT / 'env.json').write_text(json.dumps(dict(os.environ)))\n"
         "(OUT / 'stdin').write_bytes(sys.stdin.buffer.read())\n"
         "print('nothing to change')\n"
     ))
@@ -164,14 +172,22 @@ async def test_default_agent_is_claude_code_headless(sandbox: Sandbox) -> None:
 
     assert run.returncode == 0, run.stderr.decode()
     assert json.loads((sandbox.out / "argv.json").read_text()) == [
-        "-p", "--output-format", "text", "--permission-mode", "acceptEdits"]
+        "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "bypassPermissions"]
     assert (sandbox.out / "stdin").read_bytes() == (sandbox.ctx / "prompt.md").read_bytes()
+    env = json.loads((sandbox.out / "env.json").read_text())
+    assert env["HOME"] == str(sandbox.ctx / "home")
+    assert env["TMPDIR"] == env["CLAUDE_CODE_TMPDIR"] == str(sandbox.ctx / "tmp")
+    assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+    assert env["CLAUDE_CODE_MAX_RETRIES"] == "4"
+    assert env.get("IS_SANDBOX") == ("1" if os.geteuid() == 0 else None)
+    assert b"nothing to change\n" in run.stdout  # not JSON: passed through as it is
     claude.unlink()
 
     missing = await asyncio.to_thread(sandbox.run)
 
-    assert missing.returncode == 127
+    assert missing.returncode == 65
     assert missing.result is not None
+    assert missing.result["agentExitCode"] == 127
     assert missing.result["error"] == "agent command not found: claude"
 
 
@@ -191,7 +207,7 @@ async def test_sigterm_is_forwarded_to_the_agent(sandbox: Sandbox) -> None:
 
     _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
 
-    assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()
+    assert proc.returncode == 65, stderr.decode()
     result = json.loads((sandbox.ctx / "result.json").read_text())
     assert result["outcome"] == "Failed"
     assert result["agentExitCode"] == 128 + signal.SIGTERM
