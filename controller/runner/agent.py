@@ -13,8 +13,11 @@ last `TAIL_BYTES` of stdout are kept as the agent's answer. stderr is always cop
 Stopping: SIGTERM/SIGINT to the runner are forwarded to the agent's process group. At the
 `deadline` (monotonic), or `COST_GRACE_SECONDS` after the stream reported a cost above
 `max_cost_usd` without the agent ending by itself, the group gets SIGTERM and, `KILL_GRACE_SECONDS`
-later, SIGKILL. When the agent exits, whatever it left running in its group is killed so that
-nothing changes the working tree while the runner commits.
+later, SIGKILL. When the agent exits, whatever it left running is killed so that nothing changes
+the working tree while the runner commits: its process group, and — because Claude Code runs
+each Bash command in a session of its own — every other descendant too. On Linux the runner
+makes itself a child subreaper (prctl), so orphans of the agent become the runner's children
+and are found by walking /proc from the runner's pid.
 
 This module does not read task.json, does not decide what a failure means, and does not touch git.
 """
@@ -75,6 +78,7 @@ def run_agent(
     """Run the agent to completion (or until it is stopped), streaming its output."""
     log(f"running the agent: {argv[0]} (cwd {cwd})")
     started = time.monotonic()
+    _become_subreaper()
     try:
         with stdin_file.open("rb") as stdin:
             proc = subprocess.Popen(
@@ -109,6 +113,7 @@ def run_agent(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _killpg(proc.pid, signal.SIGKILL)  # leftovers of the agent must not keep editing files
+        _kill_descendants()
         for pump in pumps:
             pump.join(_DRAIN_SECONDS)
     exit_code = 128 - returncode if returncode < 0 else returncode
@@ -190,3 +195,42 @@ def _write(dst: IO[bytes], data: bytes) -> None:
 def _killpg(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> bool:
+    """Make orphaned descendants of the agent children of the runner (Linux); False if not possible."""
+    try:
+        import ctypes  # optional: a Python built without ctypes still runs the agent
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every live descendant of this process (found through /proc), leaves first or not."""
+    me = os.getpid()
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+        if len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    pending = list(children.get(me, []))
+    while pending:
+        pid = pending.pop()
+        pending += children.get(pid, [])
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)

@@ -288,11 +288,10 @@ class FakeAnthropic(LocalServer):
         for i, step in enumerate(self.script):
             if isinstance(step, Fail):
                 given = self._state.answered.get(i, 0)
-                if step.times is None or given < step.times:
-                    if position == index:
-                        self._state.answered[i] = given + 1
-                        return step
-                continue
+                if (step.times is None or given < step.times) and position == index:
+                    self._state.answered[i] = given + 1
+                    return step
+                continue  # a Fail answers in place of a turn; it does not take a position
             if position == index:
                 return step
             position += 1
