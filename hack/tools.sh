@@ -33,6 +33,18 @@ CLAUDE_CODE_VERSION=$(sed -n 's/^ARG CLAUDE_CODE_VERSION=\([0-9][0-9.]*\)$/\1/p'
 CLAUDE_DIR="$CACHE/claude-code-$CLAUDE_CODE_VERSION"
 CLAUDE="${AGENTTASK_CLAUDE:-$CLAUDE_DIR/node_modules/.bin/claude}"
 
+claude_installed() {
+  [ -x "$CLAUDE" ] && { [ -n "${AGENTTASK_CLAUDE:-}" ] || [ -f "$CLAUDE_DIR/.complete" ]; }
+}
+
+# no lock needed to print paths or to find a tool already installed (another session may hold
+# the lock for minutes while it builds something else)
+case "${1:-all}" in
+  paths) echo "HELM=$HELM"; echo "CHECKOV=$CHECKOV"; echo "HADOLINT=$HADOLINT"; echo "WHEELHOUSE=$WHEELHOUSE"
+         echo "CLAUDE=$CLAUDE"; exit 0 ;;
+  claude) claude_installed && exit 0 ;;
+esac
+
 mkdir -p "$CACHE"
 # one builder at a time (parallel test sessions, CI and a developer shell share the cache)
 exec 9>"$CACHE/.lock"
@@ -94,7 +106,7 @@ fetch_wheelhouse() {
 # with the native binary from the platform package (an optional dependency). A stub or a missing
 # platform package shows as a tiny file or a failing --version, so both are checked.
 install_claude() {
-  [ -x "$CLAUDE" ] && { [ -n "${AGENTTASK_CLAUDE:-}" ] || [ -f "$CLAUDE_DIR/.complete" ]; } && return 0
+  claude_installed && return 0
   command -v npm >/dev/null || { echo "tools: npm is needed once to install Claude Code" >&2; return 1; }
   echo "tools: installing Claude Code $CLAUDE_CODE_VERSION from npm (first time only, ~400 MB)" >&2
   rm -rf "$CLAUDE_DIR"
@@ -153,7 +165,6 @@ case "${1:-all}" in
   checkov) install_checkov ;;
   wheelhouse) fetch_wheelhouse ;;
   claude) install_claude ;;
-  paths) echo "HELM=$HELM"; echo "CHECKOV=$CHECKOV"; echo "HADOLINT=$HADOLINT"; echo "WHEELHOUSE=$WHEELHOUSE"; echo "CLAUDE=$CLAUDE" ;;
   static-checks) static_checks ;;
   *) echo "usage: $0 [all|helm|checkov|wheelhouse|claude|paths|static-checks]" >&2; exit 2 ;;
 esac

@@ -43,7 +43,7 @@ from .stream import StreamParser
 
 TAIL_BYTES = 4096
 STREAM_LINE_LIMIT = 4 * 1024 * 1024  # a stream-json event longer than this is skipped
-COST_GRACE_SECONDS = 10.0
+COST_GRACE_SECONDS = 5.0
 KILL_GRACE_SECONDS = 10.0
 _LINE_LIMIT = 64 * 1024  # a text "line" longer than this is forwarded in pieces
 _DRAIN_SECONDS = 10.0
