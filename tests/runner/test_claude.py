@@ -28,7 +28,7 @@ from tests.runner.conftest import _SHIM, OWNER, REAL_GIT, REPO, UID, Origin, Run
 
 API_KEY = f"sk-ant-api03-test-{secrets.token_hex(16)}"
 BRANCH = f"agenttask/42-{UID[:8]}"
-TESTS = {"tests/test_app.py": """\
+TESTS = {".gitignore": "__pycache__/\n", "tests/test_app.py": """\
 import pathlib, sys, unittest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "src"))
 from app import save
@@ -107,6 +107,7 @@ async def test_claude_code_fixes_the_issue_runs_the_tests_and_reports_usage(
     assert "return True" in sb.origin.show(f"{BRANCH}:src/app.py")
     [pull] = github.pulls(OWNER, REPO)
     assert FIXED in pull["body"]
+    assert result["changedFiles"] == ["src/app.py"]
     # What Claude Code reported, as the fake reported it.
     agent = result["agent"]
     sessions = {r.headers["x-claude-code-session-id"] for r in api.message_requests()}
