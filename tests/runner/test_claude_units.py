@@ -12,8 +12,8 @@ import pytest
 from controller.runner import agent
 from controller.runner.classify import AgentEnd, classify
 from controller.runner.claude import AgentDirs, claude_argv, claude_env, is_stream_json
-from controller.runner.context import DEFAULT_AGENT_COMMAND, AgentOptions
-from controller.runner.errors import EXIT_CODES, ExitCode, FailureClass
+from controller.runner.context import DEFAULT_AGENT_COMMAND, AgentOptions, load_context
+from controller.runner.errors import EXIT_CODES, ContextError, ExitCode, FailureClass
 from controller.runner.stream import StreamParser
 
 SESSION = "0b5e2c1e-0000-4000-8000-000000000001"
@@ -267,3 +267,56 @@ def test_env_as_root_sets_is_sandbox_and_operator_values_win() -> None:
     assert env["HOME"] == "/op/home"
     assert env["TMPDIR"] == "/ctx/tmp"
     assert env["CLAUDE_CODE_MAX_RETRIES"] == "4"
+
+
+# ------------------------------------------------------------------------- task.json options
+
+
+def _load(tmp_path: Path, agent_doc: dict[str, Any]) -> AgentOptions:
+    ctx = tmp_path / "agenttask"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "prompt.md").write_text("Fix it.")
+    (ctx / "task.json").write_text(json.dumps({
+        "task": {"namespace": "ns", "name": "t", "uid": "u-1", "attempt": 1},
+        "repository": {"url": "https://github.com/acme/widgets.git", "baseBranch": "main", "dir": "repo"},
+        "agent": agent_doc,
+    }))
+    return load_context({}, tmp_path).agent.options
+
+
+def test_agent_options_are_read(tmp_path: Path) -> None:
+    (tmp_path / "agenttask").mkdir()
+    (tmp_path / "agenttask" / "mcp.json").write_text("{}")
+
+    options = _load(tmp_path, {"command": None, "model": "m", "maxTurns": 5, "allowedTools": [],
+                               "disallowedTools": ["WebFetch"], "appendSystemPrompt": "Be brief.",
+                               "mcpConfig": "mcp.json", "maxCostUsd": 3, "timeoutSeconds": 60})
+
+    assert options == AgentOptions(model="m", max_turns=5, allowed_tools=(), disallowed_tools=("WebFetch",),
+                                   append_system_prompt="Be brief.", mcp_config=tmp_path / "agenttask" / "mcp.json",
+                                   max_cost_usd=3.0)
+
+
+@pytest.mark.parametrize(("agent_doc", "message"), [
+    ({"maxTurns": 0}, "agent.maxTurns must be between 1 and"),
+    ({"maxTurns": 1.5}, "agent.maxTurns must be an integer"),
+    ({"model": "--dangerously-skip-permissions"}, "agent.model must be a model name"),
+    ({"model": ""}, "agent.model must be a model name"),
+    ({"allowedTools": ["Read", "--verbose"]}, "agent.allowedTools must be a list of tool names"),
+    ({"allowedTools": ["Read", " "]}, "agent.allowedTools must be a list of tool names"),
+    ({"disallowedTools": "Bash"}, "agent.disallowedTools must be a list of tool names"),
+    ({"mcpConfig": "../task.json"}, "agent.mcpConfig must be a file name relative to the context directory"),
+    ({"mcpConfig": "/etc/passwd"}, "agent.mcpConfig must be a file name relative to the context directory"),
+    ({"mcpConfig": "mcp.json"}, "mcp.json does not exist"),
+    ({"maxCostUsd": -1}, "agent.maxCostUsd must be a positive number"),
+    ({"maxCostUsd": True}, "agent.maxCostUsd must be a positive number"),
+    ({"maxCostUsd": float("nan")}, "agent.maxCostUsd must be a positive number"),
+    ({"timeoutSeconds": "60"}, "agent.timeoutSeconds must be a positive number"),
+    ({"appendSystemPrompt": ["x"]}, "agent.appendSystemPrompt must be a string"),
+    ({"appendSystemPrompt": "x" * (256 * 1024 + 1)}, "agent.appendSystemPrompt must be at most"),
+])
+def test_bad_agent_options_are_context_errors(tmp_path: Path, agent_doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(ContextError, match=message.replace("(", r"\(")) as caught:
+        _load(tmp_path, agent_doc)
+
+    assert caught.value.failure_class is FailureClass.BAD_CONTEXT

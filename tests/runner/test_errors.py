@@ -46,6 +46,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     (_set("repository.url", "https://user:secret@github.com/acme/widgets"), "must not carry credentials"),
     (_set("pullRequest.branchPrefix", "bad..prefix/"), "is not a valid branch name"),
     (_set("agent.workingDir", "no/such/dir"), "is not a directory"),
+    (_set("agent.maxTurns", "10"), "agent.maxTurns must be an integer"),
 ])
 async def test_bad_task_json_exits_64(
     sandbox: Sandbox, edit: Callable[[dict[str, Any]], None], message: str,
@@ -61,6 +62,7 @@ async def test_bad_task_json_exits_64(
     assert run.returncode == 64, run.stderr.decode()
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "BadContext"
     assert message in run.result["error"]
     assert "secret@" not in run.result["error"]
 
