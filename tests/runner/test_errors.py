@@ -244,3 +244,75 @@ async def test_processes_the_agent_leaves_behind_are_killed(sandbox: Sandbox) ->
             break
         await asyncio.sleep(0.02)
     assert dead()
+
+
+async def test_an_agent_that_ignores_sigterm_at_its_timeout_is_killed(sandbox: Sandbox) -> None:
+    sandbox.write_context(github=False, agent_options={"timeoutSeconds": 2}, command=sandbox.agent("""
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        pathlib.Path("README.md").write_text("half done\\n")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+    """))
+    started = time.monotonic()
+
+    run = await asyncio.to_thread(sandbox.run, timeout=120)
+
+    assert time.monotonic() - started < 60
+    assert run.returncode == 66, run.stderr.decode()
+    assert run.result is not None
+    assert run.result["failureClass"] == "AgentTimedOut"
+    assert run.result["agentExitCode"] == 128 + signal.SIGKILL
+    assert b"did not stop within 10s of SIGTERM; killing it" in run.stderr
+    assert sandbox.origin.branches() == ["main"]  # nothing half-done is pushed
+
+
+async def test_the_runner_stops_a_stream_json_agent_whose_cost_passes_the_limit(sandbox: Sandbox) -> None:
+    sandbox.write_context(github=False, agent_options={"maxCostUsd": 1.0}, command=[*sandbox.agent("""
+        import time
+        usage = {"input_tokens": 1, "output_tokens": 2, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 4}
+        print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "still going",
+                          "total_cost_usd": 5.0, "num_turns": 9, "usage": usage}), flush=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # and never stops by itself
+            time.sleep(0.05)
+    """), "--output-format", "stream-json"])
+
+    run = await asyncio.to_thread(sandbox.run, timeout=120)
+
+    assert run.returncode == 67, run.stderr.decode()
+    assert run.result is not None
+    assert run.result["failureClass"] == "LimitReached"
+    assert run.result["error"] == "the agent was stopped: its reported cost $5.0000 passed agent.maxCostUsd"
+    assert run.result["agent"]["costUsd"] == 5.0
+    assert run.result["agent"]["usage"]["cacheCreationInputTokens"] == 4
+    assert b"agent: finished (ok, success): 9 turns" in run.stdout
+
+
+async def test_processes_the_agent_started_in_other_sessions_are_killed(sandbox: Sandbox) -> None:
+    sandbox.write_context(github=False, command=sandbox.agent("""
+        # What Claude Code's Bash tool does: each command in a session (and process group) of its own.
+        straggler = subprocess.Popen([sys.executable, "-c",
+            "import pathlib, time; time.sleep(30); pathlib.Path('late.txt').write_text('late')"],
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (OUT / "straggler").write_text(str(straggler.pid))
+        pathlib.Path("README.md").write_text("changed\\n")
+    """))
+
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == 0, run.stderr.decode()
+    status = Path(f"/proc/{(sandbox.out / 'straggler').read_text()}/status")
+
+    def dead() -> bool:
+        try:
+            return "State:\tZ" in status.read_text()
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 10
+    while not dead() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert dead()
+    assert not (sandbox.checkout / "late.txt").exists()
