@@ -1,7 +1,7 @@
 """Why the agent's run failed, if it did: a pure decision over how it ended and what it printed.
 
 In order:
-  1. the runner stopped it at `agent.timeoutSeconds`                  -> AgentTimedOut
+  1. the runner stopped it at `agent.timeoutSeconds` / `agent.deadline` -> AgentTimedOut
   2. the runner stopped it because its reported cost passed maxCostUsd -> LimitReached
   3. its result says a turn or budget limit ended it                   -> LimitReached
      (`error_max_turns` / `error_max_budget_usd`, terminal reason `max_turns` / `budget_exhausted`)
@@ -38,7 +38,8 @@ class AgentEnd:
     exit_code: int  # shell convention: 127 not found, 126 not executable, 128+N killed by signal N
     result: dict[str, Any] | None = None  # Claude Code's `result` event, if it printed one
     api_error: str | None = None  # the `error` of its last API-error message
-    timed_out_after: float | None = None  # seconds, when the runner stopped it at its timeout
+    timed_out_after: float | None = None  # seconds, when the runner stopped it at its time limit
+    time_limit: str | None = None  # what set that limit (agent.timeoutSeconds, agent.deadline)
     stopped_at_cost: float | None = None  # USD, when the runner stopped it for passing maxCostUsd
     start_error: str | None = None  # why it could not be started
 
@@ -47,7 +48,8 @@ def classify(end: AgentEnd) -> tuple[FailureClass | None, str | None]:
     """(failure class, message for result.json `error`), or (None, None) for a successful run."""
     if end.timed_out_after is not None:
         return FailureClass.AGENT_TIMED_OUT, (
-            f"the agent did not finish within agent.timeoutSeconds ({end.timed_out_after:.0f}s) and was stopped")
+            f"the agent did not finish within {end.time_limit or 'its time limit'} "
+            f"({max(0.0, end.timed_out_after):.0f}s) and was stopped")
     if end.stopped_at_cost is not None:
         return FailureClass.LIMIT_REACHED, (
             f"the agent was stopped: its reported cost ${end.stopped_at_cost:.4f} passed agent.maxCostUsd")

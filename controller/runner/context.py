@@ -8,6 +8,7 @@ issue text stays in files and is never decoded, logged or put in argv by the run
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -74,6 +75,7 @@ class AgentSpec:
     custom: bool = False  # task.json named a command: run it as is, without the options
     options: AgentOptions = AgentOptions()
     timeout_seconds: float | None = None  # counted from the runner's start; any agent
+    deadline: float | None = None  # epoch seconds (agent.deadline); any agent
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ def load_context(environ: Mapping[str, str], cwd: Path) -> Context:
             custom=bool(command),
             options=_agent_options(agent, ctx_dir),
             timeout_seconds=_opt_positive(agent, "timeoutSeconds", "agent"),
+            deadline=_opt_time(agent, "deadline", "agent"),
         ),
         pull_request=PullRequestSpec(
             create=_bool(pull, "create", "pullRequest", default=True),
@@ -240,6 +243,20 @@ def _opt_positive(doc: Mapping[str, Any], key: str, where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise ContextError(f"{where}.{key} must be a positive number")
     return float(value)
+
+
+def _opt_time(doc: Mapping[str, Any], key: str, where: str) -> float | None:
+    """An RFC 3339 timestamp with a time zone (`2026-01-02T03:04:05Z`) as epoch seconds."""
+    value = _opt_str(doc, key, where)
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError as e:
+        raise ContextError(f"{where}.{key} must be an RFC 3339 timestamp") from e
+    if moment.tzinfo is None:
+        raise ContextError(f"{where}.{key} must carry a time zone (e.g. a trailing Z)")
+    return moment.timestamp()
 
 
 def _context_file(agent: Mapping[str, Any], key: str, ctx_dir: Path) -> Path | None:

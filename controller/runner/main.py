@@ -111,10 +111,10 @@ def _run_task(
     ctx.summary_file.unlink(missing_ok=True)
     cwd = _agent_cwd(ctx, checkout)
     argv, env = _agent_command(ctx, environ=environ, runtime=runtime, operator_keys=operator_keys)
-    timeout = ctx.agent.timeout_seconds
+    limit = _time_limit(ctx, started=started)
     run = run_agent(
         argv, cwd=cwd, env=env, stdin_file=ctx.prompt_file, stream=is_stream_json(argv),
-        deadline=None if timeout is None else started + timeout, max_cost_usd=ctx.agent.options.max_cost_usd,
+        deadline=None if limit is None else limit[0], max_cost_usd=ctx.agent.options.max_cost_usd,
     )
     if saved_config is not None and _read(config) != saved_config:
         log("the agent changed the repository's git config; restoring it")
@@ -125,7 +125,7 @@ def _run_task(
     failure, why = classify(AgentEnd(
         exit_code=run.exit_code, result=run.stream.result if run.stream else None,
         api_error=run.stream.api_error if run.stream else None, timed_out_after=run.timed_out_after,
-        stopped_at_cost=run.stopped_at_cost, start_error=run.error,
+        time_limit=None if limit is None else limit[1], stopped_at_cost=run.stopped_at_cost, start_error=run.error,
     ))
     if failure is not None:
         result.outcome, result.failure_class = Outcome.FAILED, failure
@@ -175,6 +175,17 @@ def _github(ctx: Context, credentials: Credentials) -> tuple[GitHubClient, GitHu
     if ctx.api_url is None or ctx.github is None:
         return None
     return GitHubClient(api_url=ctx.api_url, token=credentials.github_token), ctx.github
+
+
+def _time_limit(ctx: Context, *, started: float) -> tuple[float, str] | None:
+    """(monotonic deadline, what set it) for the agent: the earlier of agent.timeoutSeconds
+    (counted from the runner's start) and agent.deadline (wall clock), or None."""
+    limits = []
+    if ctx.agent.timeout_seconds is not None:
+        limits.append((started + ctx.agent.timeout_seconds, "agent.timeoutSeconds"))
+    if ctx.agent.deadline is not None:
+        limits.append((started + (ctx.agent.deadline - time.time()), "agent.deadline"))
+    return min(limits) if limits else None
 
 
 def _agent_command(

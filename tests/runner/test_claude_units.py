@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 
+from controller.api import AgentTask
+from controller.context import task_json
 from controller.runner import agent
 from controller.runner.classify import AgentEnd, classify
 from controller.runner.claude import AgentDirs, claude_argv, claude_env, is_stream_json
 from controller.runner.context import DEFAULT_AGENT_COMMAND, AgentOptions, load_context
 from controller.runner.errors import EXIT_CODES, ContextError, ExitCode, FailureClass
 from controller.runner.stream import StreamParser
+from controller.settings import Settings
 
 SESSION = "0b5e2c1e-0000-4000-8000-000000000001"
 
@@ -174,8 +177,10 @@ def test_over_long_stream_lines_are_skipped_with_bounded_memory(monkeypatch: pyt
      FailureClass.LIMIT_REACHED, "the agent reached agent.maxTurns: limit reached"),
     (AgentEnd(1, result_event(is_error=True, subtype="error_max_budget_usd", errors=["Reached maximum budget ($1)"])),
      FailureClass.LIMIT_REACHED, "the agent reached agent.maxCostUsd: Reached maximum budget ($1)"),
-    (AgentEnd(143, timed_out_after=600), FailureClass.AGENT_TIMED_OUT,
+    (AgentEnd(143, timed_out_after=600, time_limit="agent.timeoutSeconds"), FailureClass.AGENT_TIMED_OUT,
      "the agent did not finish within agent.timeoutSeconds (600s) and was stopped"),
+    (AgentEnd(143, timed_out_after=-3, time_limit="agent.deadline"), FailureClass.AGENT_TIMED_OUT,
+     "the agent did not finish within agent.deadline (0s) and was stopped"),
     (AgentEnd(143, result_event(total_cost_usd=7.0), stopped_at_cost=7.0), FailureClass.LIMIT_REACHED,
      "the agent was stopped: its reported cost $7.0000 passed agent.maxCostUsd"),
     (AgentEnd(127, start_error="agent command not found: claude"), FailureClass.AGENT_FAILED,
@@ -292,6 +297,7 @@ def test_agent_options_are_read(tmp_path: Path) -> None:
                                "disallowedTools": ["WebFetch"], "appendSystemPrompt": "Be brief.",
                                "mcpConfig": "mcp.json", "maxCostUsd": 3, "timeoutSeconds": 60})
 
+    assert load_context({}, tmp_path).agent.timeout_seconds == 60.0
     assert options == AgentOptions(model="m", max_turns=5, allowed_tools=(), disallowed_tools=("WebFetch",),
                                    append_system_prompt="Be brief.", mcp_config=tmp_path / "agenttask" / "mcp.json",
                                    max_cost_usd=3.0)
@@ -313,6 +319,8 @@ def test_agent_options_are_read(tmp_path: Path) -> None:
     ({"maxCostUsd": float("nan")}, "agent.maxCostUsd must be a positive number"),
     ({"timeoutSeconds": "60"}, "agent.timeoutSeconds must be a positive number"),
     ({"appendSystemPrompt": ["x"]}, "agent.appendSystemPrompt must be a string"),
+    ({"deadline": "tomorrow"}, "agent.deadline must be an RFC 3339 timestamp"),
+    ({"deadline": "2026-01-02T03:04:05"}, "agent.deadline must carry a time zone"),
     ({"appendSystemPrompt": "x" * (256 * 1024 + 1)}, "agent.appendSystemPrompt must be at most"),
 ])
 def test_bad_agent_options_are_context_errors(tmp_path: Path, agent_doc: dict[str, Any], message: str) -> None:
@@ -320,3 +328,33 @@ def test_bad_agent_options_are_context_errors(tmp_path: Path, agent_doc: dict[st
         _load(tmp_path, agent_doc)
 
     assert caught.value.failure_class is FailureClass.BAD_CONTEXT
+
+
+def test_agent_deadline_is_read_as_epoch_seconds(tmp_path: Path) -> None:
+    _load(tmp_path, {"deadline": "2026-01-02T03:04:05Z"})
+
+    assert load_context({}, tmp_path).agent.deadline == 1767323045.0
+
+
+# ------------------------------------------------------ the operator side of the contract
+
+
+def _task(start: str | None, deadline: int | None) -> AgentTask:
+    spec: dict[str, Any] = {"repository": {"url": "https://github.com/acme/widgets.git"}}
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
+    return AgentTask.from_body({
+        "metadata": {"name": "t", "namespace": "ns", "uid": "u-1", "generation": 1, "resourceVersion": "1"},
+        "spec": spec, "status": {"startTime": start} if start else {},
+    })
+
+
+@pytest.mark.parametrize(("start", "deadline", "expected"), [
+    ("2026-11-26T12:00:00Z", 3600, "2026-11-26T12:59:00Z"),  # a minute before the task's deadline
+    ("2026-11-26T12:00:00Z", 120, "2026-11-26T12:01:30Z"),  # short deadlines: a quarter of it
+    (None, 3600, None),  # not started: no deadline yet
+])
+def test_task_json_carries_the_runner_deadline(start: str | None, deadline: int, expected: str | None) -> None:
+    doc = task_json(_task(start, deadline), attempt=1, settings=Settings())
+
+    assert doc["agent"]["deadline"] == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -316,3 +317,21 @@ async def test_processes_the_agent_started_in_other_sessions_are_killed(sandbox:
         await asyncio.sleep(0.02)
     assert dead()
     assert not (sandbox.checkout / "late.txt").exists()
+
+
+async def test_the_agent_is_stopped_at_agent_deadline(sandbox: Sandbox) -> None:
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)
+    sandbox.write_context(github=False, agent_options={"deadline": soon.isoformat().replace("+00:00", "Z")},
+                          command=sandbox.agent("""
+        import time
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+    """))
+
+    run = await asyncio.to_thread(sandbox.run, timeout=120)
+
+    assert run.returncode == 66, run.stderr.decode()
+    assert run.result is not None
+    assert run.result["failureClass"] == "AgentTimedOut"
+    assert run.result["error"].startswith("the agent did not finish within agent.deadline (")
