@@ -13,7 +13,7 @@ from controller.api import AgentTask
 from controller.context import task_json
 from controller.runner import agent
 from controller.runner.classify import AgentEnd, classify
-from controller.runner.claude import AgentDirs, claude_argv, claude_env, is_stream_json
+from controller.runner.claude import QUIET_ENV, AgentDirs, claude_argv, claude_env, is_stream_json
 from controller.runner.context import DEFAULT_AGENT_COMMAND, AgentOptions, load_context
 from controller.runner.errors import EXIT_CODES, ContextError, ExitCode, FailureClass
 from controller.runner.stream import StreamParser
@@ -358,3 +358,15 @@ def test_task_json_carries_the_runner_deadline(start: str | None, deadline: int,
     doc = task_json(_task(start, deadline), attempt=1, settings=Settings())
 
     assert doc["agent"]["deadline"] == expected
+
+
+def test_the_agent_image_carries_the_runners_claude_code_defaults() -> None:
+    dockerfile = (Path(__file__).resolve().parents[2] / "images" / "agent" / "Dockerfile.slim").read_text()
+    joined = dockerfile.replace("\\\n", " ")
+    image_env: dict[str, str] = {}
+    for instruction in joined.splitlines():
+        if instruction.startswith("ENV "):
+            image_env |= dict(pair.split("=", 1) for pair in instruction[4:].split())
+
+    assert {k: image_env.get(k) for k in QUIET_ENV} == QUIET_ENV
+    assert "USER 1001:1001" in dockerfile.splitlines()
