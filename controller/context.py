@@ -8,7 +8,6 @@ own argv travels inside task.json. See docs/runner.md for the contract with the 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import re
@@ -31,9 +30,6 @@ from .sandboxes import (
 from .settings import Settings
 
 _LABEL_SAFE = re.compile(r"[^A-Za-z0-9._-]")
-# The runner stops the agent this long before the task's deadline (at most a quarter of it), so
-# that it writes result.json with failureClass AgentTimedOut before DeadlineExceeded hits.
-RUNNER_DEADLINE_MARGIN_SECONDS = 60
 _GITHUB = re.compile(r"^https://[^/]+/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+?)(?:\.git)?/?$")
 
 
@@ -136,22 +132,11 @@ def task_json(task: AgentTask, *, attempt: int, settings: Settings) -> dict[str,
             "number": spec.issue.number, "title": spec.issue.title, "url": spec.issue.url,
             "author": spec.issue.author},
         "agent": {"command": list(spec.agent.command) if spec.agent.command else None,
-                  "workingDir": spec.agent.working_dir,
-                  "deadline": runner_deadline(task, settings)},
+                  "workingDir": spec.agent.working_dir},
         "pullRequest": {"create": spec.pull_request.create, "draft": spec.pull_request.draft,
                         "branchPrefix": spec.pull_request.branch_prefix},
         "github": None if github is None else {"owner": github[0], "repo": github[1]},
     }
-
-
-def runner_deadline(task: AgentTask, settings: Settings) -> str | None:
-    """When the runner must stop the agent (RFC 3339, UTC): the task's deadline minus a margin."""
-    start = task.status.start_time
-    if start is None:
-        return None
-    seconds = task.spec.active_deadline_seconds or settings.default_active_deadline_seconds
-    moment = start + dt.timedelta(seconds=seconds - min(RUNNER_DEADLINE_MARGIN_SECONDS, seconds // 4))
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def context_files(task: AgentTask, *, attempt: int, settings: Settings, runner: bytes,

@@ -9,15 +9,12 @@ from typing import Any
 
 import pytest
 
-from controller.api import AgentTask
-from controller.context import task_json
 from controller.runner import agent
 from controller.runner.classify import AgentEnd, classify
 from controller.runner.claude import QUIET_ENV, AgentDirs, claude_argv, claude_env, is_stream_json
 from controller.runner.context import DEFAULT_AGENT_COMMAND, AgentOptions, load_context
 from controller.runner.errors import EXIT_CODES, ContextError, ExitCode, FailureClass
 from controller.runner.stream import StreamParser
-from controller.settings import Settings
 
 SESSION = "0b5e2c1e-0000-4000-8000-000000000001"
 
@@ -334,30 +331,6 @@ def test_agent_deadline_is_read_as_epoch_seconds(tmp_path: Path) -> None:
     _load(tmp_path, {"deadline": "2026-01-02T03:04:05Z"})
 
     assert load_context({}, tmp_path).agent.deadline == 1767323045.0
-
-
-# ------------------------------------------------------ the operator side of the contract
-
-
-def _task(start: str | None, deadline: int | None) -> AgentTask:
-    spec: dict[str, Any] = {"repository": {"url": "https://github.com/acme/widgets.git"}}
-    if deadline is not None:
-        spec["activeDeadlineSeconds"] = deadline
-    return AgentTask.from_body({
-        "metadata": {"name": "t", "namespace": "ns", "uid": "u-1", "generation": 1, "resourceVersion": "1"},
-        "spec": spec, "status": {"startTime": start} if start else {},
-    })
-
-
-@pytest.mark.parametrize(("start", "deadline", "expected"), [
-    ("2026-11-26T12:00:00Z", 3600, "2026-11-26T12:59:00Z"),  # a minute before the task's deadline
-    ("2026-11-26T12:00:00Z", 120, "2026-11-26T12:01:30Z"),  # short deadlines: a quarter of it
-    (None, 3600, None),  # not started: no deadline yet
-])
-def test_task_json_carries_the_runner_deadline(start: str | None, deadline: int, expected: str | None) -> None:
-    doc = task_json(_task(start, deadline), attempt=1, settings=Settings())
-
-    assert doc["agent"]["deadline"] == expected
 
 
 def test_the_agent_image_carries_the_runners_claude_code_defaults() -> None:
