@@ -184,7 +184,7 @@ def _time_limit(ctx: Context, *, started: float) -> tuple[float, str] | None:
     if ctx.agent.timeout_seconds is not None:
         limits.append((started + ctx.agent.timeout_seconds, "agent.timeoutSeconds"))
     if ctx.agent.deadline is not None:
-        limits.append((started + (ctx.agent.deadline - time.time()), "agent.deadline"))
+        limits.append((time.monotonic() + (ctx.agent.deadline - time.time()), "agent.deadline"))
     return min(limits) if limits else None
 
 
