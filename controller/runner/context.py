@@ -8,7 +8,9 @@ issue text stays in files and is never decoded, logged or put in argv by the run
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -19,7 +21,9 @@ from typing import Any
 from .errors import ContextError
 
 DEFAULT_CONTEXT_DIR = "agenttask"
-DEFAULT_AGENT_COMMAND = ("claude", "-p", "--output-format", "text", "--permission-mode", "acceptEdits")
+# The default agent: Claude Code, headless, streaming JSON events; `claude.claude_argv` adds the
+# permission mode and the flags for the agent options.
+DEFAULT_AGENT_COMMAND = ("claude", "-p", "--output-format", "stream-json", "--verbose")
 DEFAULT_BRANCH_PREFIX = "agenttask/"
 TOKEN_ENV = "AGENTTASK_GIT_TOKEN"  # noqa: S105 (a variable name, not a secret)
 API_URL_ENV = "AGENTTASK_GITHUB_API_URL"
@@ -52,9 +56,26 @@ class IssueSpec:
 
 
 @dataclass(frozen=True)
+class AgentOptions:
+    """Options of the default agent (Claude Code), mapped to its flags by `claude.claude_argv`."""
+
+    model: str | None = None
+    max_turns: int | None = None
+    allowed_tools: tuple[str, ...] | None = None  # set: only these tools run (dontAsk mode)
+    disallowed_tools: tuple[str, ...] = ()
+    append_system_prompt: str | None = None
+    mcp_config: Path | None = None  # absolute, inside the context dir
+    max_cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     command: tuple[str, ...]
     working_dir: str | None  # absolute, or relative to the checkout
+    custom: bool = False  # task.json named a command: run it as is, without the options
+    options: AgentOptions = AgentOptions()
+    timeout_seconds: float | None = None  # counted from the runner's start; any agent
+    deadline: float | None = None  # epoch seconds (agent.deadline); any agent
 
 
 @dataclass(frozen=True)
@@ -79,7 +100,6 @@ class Context:
     agent: AgentSpec
     pull_request: PullRequestSpec
     github: GitHubRepo | None
-    token: str | None
     api_url: str | None
     git_username: str
 
@@ -149,6 +169,10 @@ def load_context(environ: Mapping[str, str], cwd: Path) -> Context:
         agent=AgentSpec(
             command=tuple(command) if command else DEFAULT_AGENT_COMMAND,
             working_dir=_opt_str(agent, "workingDir", "agent"),
+            custom=bool(command),
+            options=_agent_options(agent, ctx_dir),
+            timeout_seconds=_opt_positive(agent, "timeoutSeconds", "agent"),
+            deadline=_opt_time(agent, "deadline", "agent"),
         ),
         pull_request=PullRequestSpec(
             create=_bool(pull, "create", "pullRequest", default=True),
@@ -158,7 +182,6 @@ def load_context(environ: Mapping[str, str], cwd: Path) -> Context:
         github=None if github is None else GitHubRepo(
             owner=_str(github, "owner", "github"), repo=_str(github, "repo", "github"),
         ),
-        token=environ.get(TOKEN_ENV) or None,
         api_url=(environ.get(API_URL_ENV) or "").rstrip("/") or None,
         git_username=environ.get(USERNAME_ENV) or "x-access-token",
     )
@@ -172,6 +195,82 @@ def load_context(environ: Mapping[str, str], cwd: Path) -> Context:
     if ctx.issue is not None and not ctx.issue_file.is_file():
         raise ContextError(f"task.json names issue #{ctx.issue.number} but {ctx.issue_file} does not exist")
     return ctx
+
+
+MAX_TURNS_LIMIT = 100_000
+SYSTEM_PROMPT_LIMIT = 256 * 1024  # bytes of agent.appendSystemPrompt
+
+
+def _agent_options(agent: Mapping[str, Any], ctx_dir: Path) -> AgentOptions:
+    """The agent options of task.json, type-checked; values that would read as flags are refused."""
+    model = _opt_str(agent, "model", "agent")
+    if model is not None and (not model or model.startswith("-")):
+        raise ContextError("agent.model must be a model name")
+    max_turns = agent.get("maxTurns")
+    if max_turns is not None:
+        max_turns = _int(agent, "maxTurns", "agent")
+        if not 1 <= max_turns <= MAX_TURNS_LIMIT:
+            raise ContextError(f"agent.maxTurns must be between 1 and {MAX_TURNS_LIMIT}")
+    allowed = _opt_tools(agent, "allowedTools")
+    prompt = _opt_str(agent, "appendSystemPrompt", "agent")
+    if prompt is not None and len(prompt.encode("utf-8", "surrogateescape")) > SYSTEM_PROMPT_LIMIT:
+        raise ContextError(f"agent.appendSystemPrompt must be at most {SYSTEM_PROMPT_LIMIT} bytes")
+    return AgentOptions(
+        model=model,
+        max_turns=max_turns,
+        allowed_tools=allowed,
+        disallowed_tools=_opt_tools(agent, "disallowedTools") or (),
+        append_system_prompt=prompt or None,
+        mcp_config=_context_file(agent, "mcpConfig", ctx_dir),
+        max_cost_usd=_opt_positive(agent, "maxCostUsd", "agent"),
+    )
+
+
+def _opt_tools(agent: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
+    value = agent.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() and not t.startswith("-")
+                                              for t in value):
+        raise ContextError(f"agent.{key} must be a list of tool names or rules such as \"Bash(npm test:*)\"")
+    return tuple(value)
+
+
+def _opt_positive(doc: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ContextError(f"{where}.{key} must be a positive number")
+    return float(value)
+
+
+def _opt_time(doc: Mapping[str, Any], key: str, where: str) -> float | None:
+    """An RFC 3339 timestamp with a time zone (`2026-01-02T03:04:05Z`) as epoch seconds."""
+    value = _opt_str(doc, key, where)
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError as e:
+        raise ContextError(f"{where}.{key} must be an RFC 3339 timestamp") from e
+    if moment.tzinfo is None:
+        raise ContextError(f"{where}.{key} must carry a time zone (e.g. a trailing Z)")
+    return moment.timestamp()
+
+
+def _context_file(agent: Mapping[str, Any], key: str, ctx_dir: Path) -> Path | None:
+    """A file the operator uploaded into the context dir, named relative to it."""
+    name = _opt_str(agent, key, "agent")
+    if name is None:
+        return None
+    relative = Path(name)
+    if not name or relative.is_absolute() or ".." in relative.parts:
+        raise ContextError(f"agent.{key} must be a file name relative to the context directory")
+    path = ctx_dir / relative
+    if not path.is_file():
+        raise ContextError(f"agent.{key}: {path} does not exist")
+    return path
 
 
 # ------------------------------------------------------------------ typed field access

@@ -3,7 +3,9 @@ the runner needs (clone, branch, status, commit, push, diff).
 
 Credentials: the token reaches git only as an environment variable of the git processes that
 talk to the remote (`auth=True`: clone and push), read back by a tiny askpass script written
-to a private 0700 directory. It is never in a URL, in argv, in `.git/config` or in a log line,
+to a private 0700 directory. The token is asked for anew for every such process (see
+`credentials`), so a token the operator refreshed during the run is the one the push uses.
+It is never in a URL, in argv, in `.git/config` or in a log line,
 and local commands (status, add, commit) do not get it at all. Every invocation disables hooks,
 credential helpers and fsmonitor from the command line, because the agent can edit the
 repository's configuration and hooks before the runner commits and pushes.
@@ -15,11 +17,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .context import SECRET_ENV, RepositorySpec
-from .errors import GitError
+from .errors import GitError, GitPushError
 from .log import REDACTOR, log
 
 ASKPASS_PASSWORD_ENV = "AGENTTASK_ASKPASS_PASSWORD"  # noqa: S105 (a variable name)
@@ -38,6 +41,8 @@ HARDENING = ("-c", "core.hooksPath=/dev/null", "-c", "credential.helper=", "-c",
 GIT_TIMEOUT_SECONDS = 900.0
 DEFAULT_NAME = "AgentTask"
 DEFAULT_EMAIL = "agenttask@users.noreply.invalid"
+PUSH_ATTEMPTS = 3
+PUSH_RETRY_SECONDS = 1.0  # doubled after each failed attempt
 
 
 def write_askpass(directory: Path) -> Path:
@@ -53,7 +58,8 @@ class Git:
     """Runs `git` with a cleaned, hardened environment; credentials only when `auth=True`."""
 
     def __init__(
-        self, *, environ: Mapping[str, str], token: str | None, username: str, askpass: Path | None,
+        self, *, environ: Mapping[str, str], token: Callable[[], str | None], username: str,
+        askpass: Path | None,
     ) -> None:
         drop = SECRET_ENV | {ASKPASS_PASSWORD_ENV, ASKPASS_USERNAME_ENV, "GIT_ASKPASS", "SSH_ASKPASS"}
         self._base_env = {k: v for k, v in environ.items() if k not in drop}
@@ -64,10 +70,11 @@ class Git:
 
     def env(self, *, auth: bool) -> dict[str, str]:
         env = dict(self._base_env)
-        if auth and self._token and self._askpass:
+        token = self._token() if auth and self._askpass else None  # fresh: it may have been refreshed
+        if token and self._askpass:
             env["GIT_ASKPASS"] = str(self._askpass)
             env[ASKPASS_USERNAME_ENV] = self._username
-            env[ASKPASS_PASSWORD_ENV] = self._token
+            env[ASKPASS_PASSWORD_ENV] = token
         return env
 
     def run(
@@ -150,14 +157,28 @@ def changed_files(git: Git, checkout: Path, base: str, head: str) -> list[str]:
     return [name.decode("utf-8", "replace") for name in done.stdout.split(b"\0") if name]
 
 
-def push_branch(git: Git, checkout: Path, url: str, branch: str) -> None:
+def push_branch(
+    git: Git, checkout: Path, url: str, branch: str, *, sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Push HEAD to `branch` at `url` (the task's repository, not whatever origin now says).
 
     The branch belongs to this task (its name carries the task uid), so a retry overwrites
-    what an earlier attempt pushed.
+    what an earlier attempt pushed; that makes retrying safe. A failed push is tried again
+    (`PUSH_ATTEMPTS` in all, 1 s then 2 s apart) with the token read afresh, which rides out a
+    network blip and a token file replaced at that very moment; then it raises `GitPushError`.
     """
     log(f"pushing {branch} to {url}")
-    git.run(
-        "push", "--quiet", "--no-recurse-submodules", "--", url, f"+HEAD:refs/heads/{branch}",
-        cwd=checkout, auth=True,
-    )
+    delay = PUSH_RETRY_SECONDS
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        try:
+            git.run(
+                "push", "--quiet", "--no-recurse-submodules", "--", url, f"+HEAD:refs/heads/{branch}",
+                cwd=checkout, auth=True,
+            )
+            return
+        except GitError as e:
+            if attempt == PUSH_ATTEMPTS:
+                raise GitPushError(str(e)) from e
+            log(f"{e}; retrying in {delay:.0f}s (attempt {attempt}/{PUSH_ATTEMPTS})")
+            sleep(delay)
+            delay *= 2

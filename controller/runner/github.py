@@ -1,6 +1,7 @@
 """A minimal GitHub REST client for the runner (urllib only): open a pull request, comment.
 
-Requests carry `Authorization: Bearer <token>`, `Accept: application/vnd.github+json` and
+Requests carry `Authorization: Bearer <token>` (the token asked for anew for every attempt, so
+one the operator refreshed during the run is used), `Accept: application/vnd.github+json` and
 `X-GitHub-Api-Version: 2022-11-28`. 5xx, 429, rate-limited 403s and connection errors are
 retried with exponential backoff, honouring `Retry-After` (and `x-ratelimit-reset`), for at most
 `max_attempts` attempts; anything else raises `GitHubError` (exit 69) with GitHub's message,
@@ -30,7 +31,7 @@ USER_AGENT = "agenttask-runner"
 
 class GitHubClient:
     def __init__(
-        self, *, api_url: str, token: str | None, max_attempts: int = 5, base_delay: float = 1.0,
+        self, *, api_url: str, token: Callable[[], str | None], max_attempts: int = 5, base_delay: float = 1.0,
         max_delay: float = 60.0, timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._api_url = api_url.rstrip("/")
@@ -75,14 +76,14 @@ class GitHubClient:
             "X-GitHub-Api-Version": API_VERSION,
             "User-Agent": USER_AGENT,
         }
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
         data = None
         if payload is not None:
             data = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
         for attempt in range(1, self._max_attempts + 1):
-            request = urllib.request.Request(url, data=data, headers=headers, method=method)
+            token = self._token()
+            auth = {"Authorization": f"Bearer {token}"} if token else {}
+            request = urllib.request.Request(url, data=data, headers=headers | auth, method=method)
             try:
                 with urllib.request.urlopen(request, timeout=self._timeout) as response:
                     body = response.read()

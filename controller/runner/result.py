@@ -2,7 +2,9 @@
 
 The file always has every key (null when unknown) so the operator can parse it with one shape:
 `outcome`, `branch`, `commit`, `pullRequestUrl`, `summary` (at most `SUMMARY_BYTES` UTF-8
-bytes), `changedFiles`, `agentExitCode`, `error` (null unless `outcome` is `Failed`). This
+bytes), `changedFiles`, `agentExitCode`, `error` (null unless `outcome` is `Failed`),
+`failureClass` (null unless `outcome` is `Failed`) and `agent` (what Claude Code reported about
+its run, see `stream.AgentReport`; null for other agents or when it printed no result). This
 module does not decide the outcome; it only records it.
 """
 
@@ -11,10 +13,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from .errors import FailureClass
+from .stream import AgentReport
 
 SUMMARY_BYTES = 4096
 
@@ -36,6 +42,8 @@ class Result:
     changed_files: list[str] = field(default_factory=list)
     agent_exit_code: int | None = None
     error: str | None = None
+    failure_class: FailureClass | None = None
+    agent: AgentReport | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +55,8 @@ class Result:
             "changedFiles": self.changed_files,
             "agentExitCode": self.agent_exit_code,
             "error": self.error,
+            "failureClass": None if self.failure_class is None else str(self.failure_class),
+            "agent": None if self.agent is None else self.agent.to_json(),
         }
 
 
@@ -59,9 +69,10 @@ def clip(text: str, *, keep: str, limit: int = SUMMARY_BYTES) -> str:
     return data.decode("utf-8", "ignore")
 
 
-def write_result(path: Path, result: Result) -> None:
-    """Write result.json next to its final name and rename it into place."""
-    data = json.dumps(result.to_json(), indent=2, ensure_ascii=False).encode() + b"\n"
+def write_result(path: Path, result: Result, *, redact: Callable[[str], str]) -> None:
+    """Write result.json (every string passed through `redact`) next to its final name and
+    rename it into place."""
+    data = json.dumps(_strings(result.to_json(), redact), indent=2, ensure_ascii=False).encode() + b"\n"
     fd, tmp = tempfile.mkstemp(prefix=".result-", suffix=".json", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would surprise whoever downloads it
@@ -73,3 +84,13 @@ def write_result(path: Path, result: Result) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _strings(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _strings(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strings(v, redact) for v in value]
+    return value

@@ -3,8 +3,10 @@
 `GitHttpServer(root, username=..., password=...)` serves the bare repositories under `root`
 through git's own CGI program, `git http-backend`, on a free 127.0.0.1 port. Requests without
 the right Basic credentials get `401` + `WWW-Authenticate`, which is what makes a git client
-ask its askpass helper — the same path as against github.com over https, minus TLS. Every
-request is recorded as (method, path, username or None) for assertions.
+ask its askpass helper — the same path as against github.com over https, minus TLS. Instead of
+a fixed password, `password_check` can decide (e.g. `FakeGitHub.token_valid`, so that git
+accepts exactly the installation tokens the fake GitHub considers unexpired). Every request is
+recorded as (method, path, username or None) for assertions.
 
 It does not do TLS, dumb HTTP, or per-repository permissions.
 """
@@ -15,6 +17,7 @@ import asyncio
 import base64
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +34,15 @@ class GitRequest:
 
 
 class GitHttpServer(LocalServer):
-    def __init__(self, root: Path, *, username: str, password: str) -> None:
+    def __init__(
+        self, root: Path, *, username: str, password: str = "",
+        password_check: Callable[[str], bool] | None = None,
+    ) -> None:
         super().__init__()
         self.root = root
         self.username = username
         self.password = password
+        self.password_check = password_check
         self.requests: list[GitRequest] = []
 
     # Request bodies go to git untouched; http-backend inflates gzip itself.
@@ -57,7 +64,11 @@ class GitHttpServer(LocalServer):
             user, _, password = base64.b64decode(value).decode().partition(":")
         except ValueError:
             return False
-        return secrets.compare_digest(user, self.username) and secrets.compare_digest(password, self.password)
+        if not secrets.compare_digest(user, self.username):
+            return False
+        if self.password_check is not None:
+            return self.password_check(password)
+        return bool(self.password) and secrets.compare_digest(password, self.password)
 
     async def _handle(self, request: web.Request) -> web.Response:
         authorized = self._authorized(request.headers.get("Authorization"))

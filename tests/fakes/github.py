@@ -6,8 +6,10 @@ otherwise), request bodies (400 `Problems parsing JSON`, 422 `Validation Failed`
 GitHub-shaped `errors`), that a pull request's head branch exists when the repository has a
 real git directory, and — for the GitHub App token exchange — an RS256 JWT signed by the app
 key (verified with `cryptography`; `iss` = app id, `exp` at most 10 minutes ahead). Tokens it
-issues work for the other endpoints. Every request is recorded (minus credentials) so tests
-can assert on method, path, headers and JSON.
+issues (there, or directly with `issue_token()`) work for the other endpoints until they expire
+after `token_lifetime` seconds of the fake's clock, which `advance()` moves forward, so a test
+can let an installation token expire mid-run without waiting an hour. Every request is
+recorded (minus credentials) so tests can assert on method, path, headers and JSON.
 
 It does not implement pagination, webhooks, Checks, or GitHub's permission model beyond the
 collaborator-permission lookup; faults are injected explicitly with `fail_next`.
@@ -122,16 +124,18 @@ class FakeGitHub(LocalServer):
 
     def __init__(
         self, token: str | None = None, app_id: int | None = None,
-        app_private_key_pem: bytes | str | None = None,
+        app_private_key_pem: bytes | str | None = None, token_lifetime: float = 3600.0,
     ) -> None:
         super().__init__()
         self.token = token
+        self.token_lifetime = token_lifetime
+        self._clock_offset = 0.0
         self.app_id = app_id
         self._app_key: rsa.RSAPublicKey | None = None
         if app_private_key_pem is not None:
             self._app_key = app_public_key(app_private_key_pem)
         self.requests: list[RecordedRequest] = []
-        self.issued_tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
+        self.issued_tokens: dict[str, float] = {}  # token -> expiry (epoch seconds on the fake's clock)
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._faults: list[_Fault] = []
         self._ids = itertools.count(1001)
@@ -168,6 +172,27 @@ class FakeGitHub(LocalServer):
                   retry_after: int | None = None) -> None:
         """Answer the next `times` requests to exactly `method path` with `status`, before auth."""
         self._faults.append(_Fault(method.upper(), path, status, times, retry_after))
+
+    def now(self) -> float:
+        """The fake's clock (epoch seconds): real time plus everything `advance` added."""
+        return time.time() + self._clock_offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake's clock forward: tokens whose lifetime has passed stop working."""
+        self._clock_offset += seconds
+
+    def issue_token(self) -> str:
+        """A new installation token, valid for `token_lifetime` seconds from now."""
+        token = "ghs_" + secrets.token_urlsafe(27).replace("-", "a").replace("_", "b")
+        self.issued_tokens[token] = self.now() + self.token_lifetime
+        return token
+
+    def token_valid(self, value: str) -> bool:
+        """True for the static token and for issued tokens that have not expired."""
+        if self.token is not None and secrets.compare_digest(value, self.token):
+            return True
+        expiry = self.issued_tokens.get(value)
+        return expiry is not None and expiry > self.now()
 
     # -------------------------------------------------------------------- reading
 
@@ -225,12 +250,7 @@ class FakeGitHub(LocalServer):
         value = value.strip()
         if scheme.lower() not in ("bearer", "token") or not value:
             return _error(401, "Bad credentials")
-        if self.token is not None and secrets.compare_digest(value, self.token):
-            return None
-        expiry = self.issued_tokens.get(value)
-        if expiry is not None and expiry > time.time():
-            return None
-        return _error(401, "Bad credentials")
+        return None if self.token_valid(value) else _error(401, "Bad credentials")
 
     def _lookup(self, request: web.Request) -> _Repo:
         repo = self._repos.get((request.match_info["owner"], request.match_info["repo"]))
@@ -249,11 +269,11 @@ class FakeGitHub(LocalServer):
         problem = app_jwt_problem(jwt.strip(), key=self._app_key, app_id=self.app_id)
         if problem is not None:
             return _error(401, problem)
-        token = "ghs_" + secrets.token_urlsafe(27).replace("-", "a").replace("_", "b")
-        self.issued_tokens[token] = time.time() + 3600
+        token = self.issue_token()
         return web.json_response(
-            {"token": token, "expires_at": _now_iso(3600), "permissions": {"contents": "write",
-             "issues": "write", "pull_requests": "write"}, "repository_selection": "all"},
+            {"token": token, "expires_at": _now_iso(self.token_lifetime + self._clock_offset),
+             "permissions": {"contents": "write", "issues": "write", "pull_requests": "write"},
+             "repository_selection": "all"},
             status=201,
         )
 

@@ -71,7 +71,7 @@ class Origin:
         return out.split()
 
 
-def make_origin(root: Path, name: str = "widgets.git") -> Origin:
+def make_origin(root: Path, name: str = "widgets.git", *, extra: dict[str, str] | None = None) -> Origin:
     bare = root / name
     git("init", "--quiet", "--bare", "--initial-branch=main", str(bare))
     seed = root / f"{name}-seed"
@@ -79,6 +79,9 @@ def make_origin(root: Path, name: str = "widgets.git") -> Origin:
     (seed / "README.md").write_text("# widgets\n")
     (seed / "src").mkdir()
     (seed / "src" / "app.py").write_text("def save():\n    raise RuntimeError('boom')\n")
+    for path, text in (extra or {}).items():
+        (seed / path).parent.mkdir(parents=True, exist_ok=True)
+        (seed / path).write_text(text)
     git("add", ".", cwd=seed)
     git("commit", "--quiet", "-m", "initial commit", cwd=seed)
     git("push", "--quiet", str(bare), "main", cwd=seed)
@@ -105,6 +108,8 @@ class Sandbox:
     pyz: bytes | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     ctx_dir: str = "agenttask"  # AGENTTASK_CONTEXT_DIR, relative to home
+    run_as: int | None = None  # run the runner as this uid (and gid), through setpriv
+    python: str = sys.executable
 
     @property
     def ctx(self) -> Path:
@@ -128,14 +133,14 @@ class Sandbox:
         self, *, command: list[str] | None, issue: dict[str, Any] | None = ISSUE,
         issue_md: bytes = b"Crash when saving\n\nSaving raises RuntimeError.\n", prompt: bytes | None = None,
         pull_request: dict[str, Any] | None = None, github: bool = True, repo_url: str | None = None,
-        working_dir: str | None = None, uid: str = UID,
+        working_dir: str | None = None, uid: str = UID, agent_options: dict[str, Any] | None = None,
     ) -> None:
         self.ctx.mkdir(parents=True, exist_ok=True)
         task = {
             "task": {"namespace": "default", "name": "fix-42", "uid": uid, "attempt": 1},
             "repository": {"url": repo_url or self.origin.url, "baseBranch": "main", "dir": "repo"},
             "issue": issue,
-            "agent": {"command": command, "workingDir": working_dir},
+            "agent": {"command": command, "workingDir": working_dir, **(agent_options or {})},
             "pullRequest": pull_request or {"create": True, "draft": True, "branchPrefix": "agenttask/"},
             "github": {"owner": OWNER, "repo": REPO} if github else None,
         }
@@ -143,6 +148,11 @@ class Sandbox:
         if issue is not None:
             (self.ctx / "issue.md").write_bytes(issue_md)
         (self.ctx / "prompt.md").write_bytes(prompt if prompt is not None else b"Fix it.\n\n" + issue_md)
+
+    def write_env_json(self, env: dict[str, str]) -> None:
+        """The agent's environment as the operator uploads it (the runner reads and deletes it)."""
+        self.ctx.mkdir(parents=True, exist_ok=True)
+        (self.ctx / "env.json").write_text(json.dumps(env))
 
     def env(self, *, zipapp: bool) -> dict[str, str]:
         env = {
@@ -164,11 +174,13 @@ class Sandbox:
         return env | self.extra_env
 
     def argv(self, *, zipapp: bool = False) -> list[str]:
+        user = [] if self.run_as is None else [
+            "setpriv", f"--reuid={self.run_as}", f"--regid={self.run_as}", "--clear-groups"]
         if zipapp:
             assert self.pyz is not None
             (self.ctx / "runner.pyz").write_bytes(self.pyz)
-            return [sys.executable, "-I", "-S", f"{self.ctx_dir}/runner.pyz"]  # stdlib only, no site
-        return [sys.executable, "-m", "controller.runner"]
+            return [*user, self.python, "-I", "-S", f"{self.ctx_dir}/runner.pyz"]  # stdlib only, no site
+        return [*user, self.python, "-m", "controller.runner"]
 
     def run(self, *, zipapp: bool = False, timeout: float = 60) -> RunResult:
         """Run the runner to completion (blocking: call it via asyncio.to_thread in async tests)."""
@@ -203,6 +215,17 @@ exec {git} "$@"
 @pytest.fixture(scope="session")
 def runner_pyz() -> bytes:
     return build_zipapp()
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """The real Claude Code CLI, installed once by hack/tools.sh at Dockerfile.slim's version."""
+    tools = ROOT / "hack" / "tools.sh"
+    subprocess.run([str(tools), "claude"], check=True, cwd=ROOT, timeout=1200)
+    out = subprocess.run([str(tools), "paths"], check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    path = Path(dict(line.split("=", 1) for line in out.splitlines() if "=" in line)["CLAUDE"])
+    assert path.exists(), path
+    return path
 
 
 @pytest.fixture

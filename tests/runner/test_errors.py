@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -45,6 +47,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     (_set("repository.url", "https://user:secret@github.com/acme/widgets"), "must not carry credentials"),
     (_set("pullRequest.branchPrefix", "bad..prefix/"), "is not a valid branch name"),
     (_set("agent.workingDir", "no/such/dir"), "is not a directory"),
+    (_set("agent.maxTurns", "10"), "agent.maxTurns must be an integer"),
 ])
 async def test_bad_task_json_exits_64(
     sandbox: Sandbox, edit: Callable[[dict[str, Any]], None], message: str,
@@ -60,6 +63,7 @@ async def test_bad_task_json_exits_64(
     assert run.returncode == 64, run.stderr.decode()
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "BadContext"
     assert message in run.result["error"]
     assert "secret@" not in run.result["error"]
 
@@ -87,14 +91,15 @@ async def test_unparseable_task_json_exits_64(sandbox: Sandbox) -> None:
     assert "cannot read task.json" in run.result["error"]
 
 
-async def test_clone_failure_exits_74(sandbox: Sandbox) -> None:
+async def test_clone_failure_exits_73(sandbox: Sandbox) -> None:
     sandbox.write_context(command=sandbox.agent("pass"), repo_url=(sandbox.home / "nowhere.git").as_uri())
 
     run = await asyncio.to_thread(sandbox.run)
 
-    assert run.returncode == 74
+    assert run.returncode == 73
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "GitFailed"
     assert run.result["error"].startswith("git clone failed")
 
 
@@ -111,7 +116,9 @@ async def test_push_failure_exits_74_after_the_agent_succeeded(sandbox: Sandbox)
     assert run.returncode == 74
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "GitPushFailed"
     assert run.result["error"].startswith("git push failed")
+    assert run.stderr.count(b"git push failed") == 3  # two retries, then the final failure
     assert run.result["agentExitCode"] == 0
     assert run.result["summary"] == "made a change"
     assert run.result["branch"] is None
@@ -130,6 +137,7 @@ async def test_github_failure_exits_69_and_keeps_the_pushed_branch(
     assert run.returncode == 69
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "GitHubFailed"
     assert "HTTP 401: Bad credentials" in run.result["error"]
     assert run.result["branch"] == f"agenttask/42-{UID[:8]}"
     assert run.result["commit"]
@@ -144,16 +152,19 @@ async def test_agent_that_cannot_start_or_is_killed(sandbox: Sandbox, agent: str
 
     run = await asyncio.to_thread(sandbox.run)
 
-    assert run.returncode == code
+    assert run.returncode == 65
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "AgentFailed"
     assert run.result["agentExitCode"] == code
+    assert run.result["agent"] is None
 
 
 async def test_default_agent_is_claude_code_headless(sandbox: Sandbox) -> None:
     claude = sandbox.bin / "claude"  # first on PATH: stands in for Claude Code
     claude.write_text(f"#!{sys.executable}\n" + AGENT_PRELUDE + (
         "(OUT / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n"
+        "(OUT / 'env.json').write_text(json.dumps(dict(os.environ)))\n"
         "(OUT / 'stdin').write_bytes(sys.stdin.buffer.read())\n"
         "print('nothing to change')\n"
     ))
@@ -164,14 +175,22 @@ async def test_default_agent_is_claude_code_headless(sandbox: Sandbox) -> None:
 
     assert run.returncode == 0, run.stderr.decode()
     assert json.loads((sandbox.out / "argv.json").read_text()) == [
-        "-p", "--output-format", "text", "--permission-mode", "acceptEdits"]
+        "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "bypassPermissions"]
     assert (sandbox.out / "stdin").read_bytes() == (sandbox.ctx / "prompt.md").read_bytes()
+    env = json.loads((sandbox.out / "env.json").read_text())
+    assert env["HOME"] == str(sandbox.ctx / "home")
+    assert env["TMPDIR"] == env["CLAUDE_CODE_TMPDIR"] == str(sandbox.ctx / "tmp")
+    assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+    assert env["CLAUDE_CODE_MAX_RETRIES"] == "4"
+    assert env.get("IS_SANDBOX") == ("1" if os.geteuid() == 0 else None)
+    assert b"nothing to change\n" in run.stdout  # not JSON: passed through as it is
     claude.unlink()
 
     missing = await asyncio.to_thread(sandbox.run)
 
-    assert missing.returncode == 127
+    assert missing.returncode == 65
     assert missing.result is not None
+    assert missing.result["agentExitCode"] == 127
     assert missing.result["error"] == "agent command not found: claude"
 
 
@@ -191,7 +210,7 @@ async def test_sigterm_is_forwarded_to_the_agent(sandbox: Sandbox) -> None:
 
     _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
 
-    assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()
+    assert proc.returncode == 65, stderr.decode()
     result = json.loads((sandbox.ctx / "result.json").read_text())
     assert result["outcome"] == "Failed"
     assert result["agentExitCode"] == 128 + signal.SIGTERM
@@ -226,3 +245,93 @@ async def test_processes_the_agent_leaves_behind_are_killed(sandbox: Sandbox) ->
             break
         await asyncio.sleep(0.02)
     assert dead()
+
+
+async def test_an_agent_that_ignores_sigterm_at_its_timeout_is_killed(sandbox: Sandbox) -> None:
+    sandbox.write_context(github=False, agent_options={"timeoutSeconds": 2}, command=sandbox.agent("""
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        pathlib.Path("README.md").write_text("half done\\n")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+    """))
+    started = time.monotonic()
+
+    run = await asyncio.to_thread(sandbox.run, timeout=120)
+
+    assert time.monotonic() - started < 60
+    assert run.returncode == 66, run.stderr.decode()
+    assert run.result is not None
+    assert run.result["failureClass"] == "AgentTimedOut"
+    assert run.result["agentExitCode"] == 128 + signal.SIGKILL
+    assert b"did not stop within 10s of SIGTERM; killing it" in run.stderr
+    assert sandbox.origin.branches() == ["main"]  # nothing half-done is pushed
+
+
+async def test_the_runner_stops_a_stream_json_agent_whose_cost_passes_the_limit(sandbox: Sandbox) -> None:
+    sandbox.write_context(github=False, agent_options={"maxCostUsd": 1.0}, command=[*sandbox.agent("""
+        import time
+        usage = {"input_tokens": 1, "output_tokens": 2, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 4}
+        print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "still going",
+                          "total_cost_usd": 5.0, "num_turns": 9, "usage": usage}), flush=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # and never stops by itself
+            time.sleep(0.05)
+    """), "--output-format", "stream-json"])
+
+    run = await asyncio.to_thread(sandbox.run, timeout=120)
+
+    assert run.returncode == 67, run.stderr.decode()
+    assert run.result is not None
+    assert run.result["failureClass"] == "LimitReached"
+    assert run.result["error"] == "the agent was stopped: its reported cost $5.0000 passed agent.maxCostUsd"
+    assert run.result["agent"]["costUsd"] == 5.0
+    assert run.result["agent"]["usage"]["cacheCreationInputTokens"] == 4
+    assert b"agent: finished (ok, success): 9 turns" in run.stdout
+
+
+async def test_processes_the_agent_started_in_other_sessions_are_killed(sandbox: Sandbox) -> None:
+    sandbox.write_context(github=False, command=sandbox.agent("""
+        # What Claude Code's Bash tool does: each command in a session (and process group) of its own.
+        straggler = subprocess.Popen([sys.executable, "-c",
+            "import pathlib, time; time.sleep(30); pathlib.Path('late.txt').write_text('late')"],
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (OUT / "straggler").write_text(str(straggler.pid))
+        pathlib.Path("README.md").write_text("changed\\n")
+    """))
+
+    run = await asyncio.to_thread(sandbox.run)
+
+    assert run.returncode == 0, run.stderr.decode()
+    status = Path(f"/proc/{(sandbox.out / 'straggler').read_text()}/status")
+
+    def dead() -> bool:
+        try:
+            return "State:\tZ" in status.read_text()
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 10
+    while not dead() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert dead()
+    assert not (sandbox.checkout / "late.txt").exists()
+
+
+async def test_the_agent_is_stopped_at_agent_deadline(sandbox: Sandbox) -> None:
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)
+    sandbox.write_context(github=False, agent_options={"deadline": soon.isoformat().replace("+00:00", "Z")},
+                          command=sandbox.agent("""
+        import time
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+    """))
+
+    run = await asyncio.to_thread(sandbox.run, timeout=120)
+
+    assert run.returncode == 66, run.stderr.decode()
+    assert run.result is not None
+    assert run.result["failureClass"] == "AgentTimedOut"
+    assert run.result["error"].startswith("the agent did not finish within agent.deadline (")

@@ -100,7 +100,7 @@ async def test_no_changes_comment_the_answer_on_the_issue(gh_sandbox: Sandbox, g
     assert github.pulls(OWNER, REPO) == []
 
 
-async def test_agent_failure_exit_code_is_the_runners(gh_sandbox: Sandbox, github: FakeGitHub) -> None:
+async def test_agent_failure_is_agent_failed_with_its_exit_code(gh_sandbox: Sandbox, github: FakeGitHub) -> None:
     sb = gh_sandbox
     sb.write_context(command=sb.agent("""
         print("trying hard")
@@ -111,9 +111,10 @@ async def test_agent_failure_exit_code_is_the_runners(gh_sandbox: Sandbox, githu
 
     run = await asyncio.to_thread(sb.run)
 
-    assert run.returncode == 3
+    assert run.returncode == 65
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
+    assert run.result["failureClass"] == "AgentFailed"
     assert run.result["agentExitCode"] == 3
     assert "exited with code 3" in run.result["error"]
     assert run.result["summary"] == "trying hard"

@@ -24,7 +24,7 @@ async def fake() -> AsyncIterator[FakeGitHub]:
 
 
 def client(fake: FakeGitHub, sleeps: list[float], *, token: str = TOKEN, attempts: int = 4) -> GitHubClient:
-    return GitHubClient(api_url=fake.url + "/", token=token, max_attempts=attempts, base_delay=0.01,
+    return GitHubClient(api_url=fake.url + "/", token=lambda: token, max_attempts=attempts, base_delay=0.01,
                         sleep=sleeps.append)
 
 

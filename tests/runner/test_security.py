@@ -184,7 +184,7 @@ async def test_wrong_token_fails_as_a_git_error_and_is_redacted(
 
     run = await asyncio.to_thread(sb.run)
 
-    assert run.returncode == 74
+    assert run.returncode == 73  # the clone, a GitFailed
     assert run.result is not None
     assert run.result["outcome"] == "Failed"
     assert "git clone failed" in run.result["error"]

@@ -41,7 +41,7 @@ def test_askpass_script_holds_no_secret(askpass: Path) -> None:
 def test_git_gets_the_token_only_in_the_env_of_remote_commands(askpass: Path) -> None:
     environ = {"PATH": "/usr/bin:/bin", "AGENTTASK_GIT_TOKEN": TOKEN, "GITHUB_TOKEN": TOKEN,
                "GH_TOKEN": TOKEN, "GIT_ASKPASS": "/evil", "SSH_ASKPASS": "/evil", "KEEP": "me"}
-    git = Git(environ=environ, token=TOKEN, username="x-access-token", askpass=askpass)
+    git = Git(environ=environ, token=lambda: TOKEN, username="x-access-token", askpass=askpass)
 
     remote, local = git.env(auth=True), git.env(auth=False)
 
@@ -58,7 +58,7 @@ def test_git_gets_the_token_only_in_the_env_of_remote_commands(askpass: Path) ->
 
 
 def test_git_without_a_token_has_no_askpass() -> None:
-    git = Git(environ={"PATH": "/usr/bin"}, token=None, username="x-access-token", askpass=None)
+    git = Git(environ={"PATH": "/usr/bin"}, token=lambda: None, username="x-access-token", askpass=None)
 
     assert "GIT_ASKPASS" not in git.env(auth=True)
 
