@@ -217,6 +217,10 @@ class SandboxStatus(_Model):
     id: str | None = None
     name: str | None = None
     state: str | None = None
+    created_at: dt.datetime | None = None
+    cpu: int | None = None
+    memory: int | None = None
+    disk: int | None = None
     pending_since: dt.datetime | None = None
     deleted: bool | None = None
     retain_until: dt.datetime | None = None
@@ -237,6 +241,55 @@ class AgentStatus(_Model):
     exit_code: int | None = None
 
 
+class TokenUsage(_Model):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+
+class Denial(_Model):
+    tool: str
+    input: str | None = None
+
+
+class AgentReport(_Model):
+    """What the agent (Claude Code) reported about its run, from result.json `agent`."""
+
+    is_error: bool | None = None
+    session_id: str | None = None
+    num_turns: int | None = None
+    duration_ms: int | None = None
+    model: str | None = None
+    cost_usd: float | None = None
+    usage: TokenUsage | None = None
+    permission_denials: tuple[Denial, ...] = ()
+
+
+class AttemptUsage(_Model):
+    attempt: int
+    sandbox_seconds: float = 0
+    cpu: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    cost_usd: float = 0
+    turns: int = 0
+
+
+class Usage(_Model):
+    """What the task consumed, per attempt and in total; `costUsd` is the agent's own estimate."""
+
+    sandbox_seconds: float = 0
+    cpu: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    cost_usd: float = 0
+    turns: int = 0
+    attempts: tuple[AttemptUsage, ...] = ()
+
+
 class Result(_Model):
     outcome: str | None = None
     branch: str | None = None
@@ -245,6 +298,9 @@ class Result(_Model):
     summary: str | None = None
     changed_files: tuple[str, ...] | None = None
     failure_class: str | None = None
+    agent_exit_code: int | None = None
+    error: str | None = None
+    agent: AgentReport | None = None
 
 
 class AgentTaskStatus(_Model):
@@ -265,6 +321,7 @@ class AgentTaskStatus(_Model):
     agent: AgentStatus | None = None
     intent: Intent | None = None
     result: Result | None = None
+    usage: Usage | None = None
     log_tail: str | None = None
     last_error: str | None = None
 

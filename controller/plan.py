@@ -33,7 +33,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
-from . import conditions
+from . import conditions, usage
 from .api import (
     AgentStatus,
     AgentTask,
@@ -43,13 +43,15 @@ from .api import (
     Reason,
     Result,
     SandboxStatus,
+    Usage,
 )
 from .conditions import PENDING_STATES, READY_STATES
 
 # a runner failure class (result.json `failureClass`) becomes the task's reason as it is
+# (controller/runner/errors.py FailureClass; docs/runner.md has the table)
 RUNNER_FAILURE_REASONS = frozenset({
-    "AgentError", "ModelAuthFailed", "AgentTimeout", "PushFailed", "GitHubApiFailed", "RunnerError",
-    "CostLimitExceeded", "TurnLimitExceeded", "InvalidContext",
+    "BadContext", "AgentFailed", "AgentTimedOut", "LimitReached", "ModelAuthFailed", "ModelUnavailable",
+    "GitHubFailed", "RunnerBug", "GitFailed", "GitPushFailed",
 })
 
 
@@ -62,6 +64,15 @@ class SandboxObs:
     name: str
     state: str
     error_reason: str | None = None
+    created_at: dt.datetime | None = None
+    cpu: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+
+    def status(self, **extra: object) -> SandboxStatus:
+        return SandboxStatus.model_validate({"id": self.id, "name": self.name, "state": self.state,
+                                             "created_at": self.created_at, "cpu": self.cpu,
+                                             "memory": self.memory, "disk": self.disk, **extra})
 
 
 @dataclass(frozen=True)
@@ -327,7 +338,7 @@ def _suspended(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfi
     name = sandbox_name(task.metadata.uid, max(task.status.attempts, 1))
     box = obs.sandbox
     if box is not None:
-        b.set(sandbox=SandboxStatus(id=box.id, name=box.name, state=box.state))
+        b.set(sandbox=box.status())
     if task.spec.suspend:
         if box is not None and box.state not in ("stopped", "archived", "archiving", "stopping"):
             # the stop did not happen yet (or was interrupted): do it (again)
@@ -411,7 +422,7 @@ def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
     if sandbox.state in PENDING_STATES:
         same = recorded is not None and recorded.name == sandbox.name and recorded.pending_since is not None
         since = recorded.pending_since if same and recorded is not None else b.now
-        b.set(sandbox=SandboxStatus(id=sandbox.id, name=sandbox.name, state=sandbox.state, pending_since=since))
+        b.set(sandbox=sandbox.status(pending_since=since))
         assert since is not None
         waited = (b.now - since).total_seconds()
         if waited >= config.provisioning_timeout_seconds:
@@ -419,7 +430,7 @@ def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
                          f"(provisioning timeout {config.provisioning_timeout_seconds:.0f}s)")
         b.phase(Phase.PROVISIONING, Reason.PROVISIONING, f"sandbox {name} is {sandbox.state}")
         return Decision(status=b.build(), requeue_after=config.poll_interval_seconds / 2)
-    b.set(sandbox=SandboxStatus(id=sandbox.id, name=sandbox.name, state=sandbox.state))
+    b.set(sandbox=sandbox.status())
     sid = session_id(attempt, task.status.resumes)
     resuming = task.status.resumes > 0 and (task.status.agent is None or task.status.agent.session_id != sid)
     if resuming and sandbox.state in ("stopped", "archived"):
@@ -471,12 +482,19 @@ def _exited(task: AgentTask, obs: Observation, b: _Builder, exit_code: int) -> D
     result = obs.result
     if result is not None:
         b.set(result=result)
+        if result.agent_exit_code is not None:  # the agent's own code, not the runner's
+            b.set(agent=AgentStatus(session_id=task.status.agent.session_id if task.status.agent else None,
+                                    command_id=obs.command.id if obs.command else None,
+                                    exit_code=result.agent_exit_code))
+    _end_attempt(task, b, result)
     if exit_code != 0:
         klass = result.failure_class if result is not None else None
         reason = klass if klass in RUNNER_FAILURE_REASONS else Reason.AGENT_FAILED
-        detail = f" ({klass})" if klass and klass != reason else ""
-        return _fail(task, b, reason, f"the agent exited with code {exit_code}{detail}",
-                     keep=task.spec.sandbox.keep_on_failure)
+        code = result.agent_exit_code if result is not None and result.agent_exit_code is not None else exit_code
+        message = f"the agent exited with code {code}"
+        if result is not None and result.error:
+            message = f"{message}: {result.error}"
+        return _fail(task, b, reason, message[:1024], keep=task.spec.sandbox.keep_on_failure)
     outcome = result.outcome if result is not None else None
     reason = Reason.NO_CHANGES if outcome == "NoChanges" else Reason.AGENT_SUCCEEDED
     summary = {
@@ -489,7 +507,25 @@ def _exited(task: AgentTask, obs: Observation, b: _Builder, exit_code: int) -> D
     return _cleanup(task, b, keep=False)
 
 
+def _end_attempt(task: AgentTask, b: _Builder, result: Result | None) -> None:
+    """Record the current attempt's usage (once: a later call for the same attempt keeps it)."""
+    attempt = max(task.status.attempts, 1)
+    current = b.fields.get("usage")
+    previous = Usage.model_validate(current) if isinstance(current, dict) else current
+    if previous is not None and any(a.attempt == attempt for a in previous.attempts):
+        return
+    raw = b.fields.get("sandbox")
+    sandbox = SandboxStatus.model_validate(raw) if isinstance(raw, dict) else raw
+    if sandbox is None and result is None:
+        return
+    entry = usage.attempt_usage(attempt=attempt, sandbox=sandbox, result=result, now=b.now,
+                                suspended_seconds=task.status.suspended_seconds)
+    b.set(usage=usage.record(previous, entry))
+
+
 def _fail(task: AgentTask, b: _Builder, reason: str, message: str, *, keep: bool) -> Decision:
+    if task.status.start_time is not None:
+        _end_attempt(task, b, None)
     b.phase(Phase.FAILED, reason, message)
     b.set(completion_time=b.now, intent=None, queue_position=None)
     return _cleanup(task, b, keep=keep)
@@ -553,6 +589,7 @@ def _expire(task: AgentTask, b: _Builder, config: PlanConfig) -> Decision:
 def _lost(task: AgentTask, b: _Builder, config: PlanConfig, name: str, detail: str) -> Decision:
     attempts = max(task.status.attempts, 1)
     limit = task.spec.backoff_limit
+    _end_attempt(task, b, None)
     if attempts > limit:
         message = (f"attempt {attempts} lost its sandbox {name} ({detail}); backoffLimit {limit} "
                    "is exhausted")

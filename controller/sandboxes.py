@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import logging
 import time
@@ -104,6 +105,20 @@ def translate(operation: str, exc: BaseException, *, now: float | None = None) -
     if verdict.kind == Kind.TASK:
         return TaskFault(text, reason=verdict.reason or "SandboxRejected", status=status)
     return _Outcome(text, kind=verdict.kind, status=status)
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _size(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class _Outcome(Fatal):
@@ -197,7 +212,10 @@ class Sandboxes:
     def observe(sandbox: Any) -> SandboxObs:
         state = getattr(sandbox.state, "value", sandbox.state)
         return SandboxObs(id=sandbox.id, name=sandbox.name, state=str(state or "unknown"),
-                          error_reason=getattr(sandbox, "error_reason", None))
+                          error_reason=getattr(sandbox, "error_reason", None),
+                          created_at=_timestamp(getattr(sandbox, "created_at", None)),
+                          cpu=_size(getattr(sandbox, "cpu", None)), memory=_size(getattr(sandbox, "memory", None)),
+                          disk=_size(getattr(sandbox, "disk", None)))
 
     async def ensure(self, spec: SandboxSpec) -> Any:
         """Find the sandbox by its deterministic name or create it (never a second one)."""

@@ -466,7 +466,7 @@ def test_wait_never_touches_a_finished_task() -> None:
         "AgentSucceeded"
 
 
-@pytest.mark.parametrize(("klass", "reason"), [("ModelAuthFailed", "ModelAuthFailed"), ("PushFailed", "PushFailed"),
+@pytest.mark.parametrize(("klass", "reason"), [("ModelAuthFailed", "ModelAuthFailed"), ("GitPushFailed", "GitPushFailed"),
                                                (None, "AgentFailed"), ("SomethingNew", "AgentFailed")])
 def test_the_runners_failure_class_is_the_reason(klass: str | None, reason: str) -> None:
     d = decide(task(running_status()), Observation(sandbox=started(), command=CommandObs("c1", 4),
@@ -535,3 +535,33 @@ def test_a_resumed_task_starts_its_agent_in_a_new_session() -> None:
     d = decide(task(resumed), Observation(sandbox=started(), session_exists=False))
     assert d.actions == (StartAgent(sandbox_id="sb1", session_id="agenttask-1-r1", attempt=1),)
     assert d.status.attempts == 1
+
+
+def test_usage_is_recorded_per_attempt_and_summed() -> None:
+    from controller.api import AgentReport, TokenUsage
+
+    created = NOW - dt.timedelta(seconds=100)
+    lost_box = SandboxObs(id="sb1", name=plan.sandbox_name(UID, 1), state="error", created_at=created, cpu=2,
+                          memory=4, disk=10)
+    lost = decide(task(running_status()), Observation(sandbox=lost_box))
+    assert lost.status.usage is not None and lost.status.usage.attempts[0].sandbox_seconds == 100
+    assert lost.status.usage.attempts[0].cpu == 2
+    second = {**lost.status.dump(), "phase": "Running", "reason": "AgentStarted",
+              "agent": {"sessionId": "agenttask-2", "commandId": "c2"}}
+    box2 = SandboxObs(id="sb2", name=plan.sandbox_name(UID, 2), state="started", created_at=NOW - dt.timedelta(
+        seconds=40), cpu=2, memory=4, disk=10)
+    report = AgentReport(num_turns=5, cost_usd=0.25, usage=TokenUsage(input_tokens=1000, output_tokens=50,
+                                                                     cache_read_input_tokens=7))
+    done = decide(task(second), Observation(sandbox=box2, command=CommandObs("c2", 0),
+                                            result=Result(outcome="ChangesPushed", agent=report)))
+    u = done.status.usage
+    assert u is not None and [a.attempt for a in u.attempts] == [1, 2]
+    assert u.sandbox_seconds == 140 and u.cost_usd == 0.25 and u.turns == 5
+    assert (u.tokens.input_tokens, u.tokens.output_tokens, u.tokens.cache_read_input_tokens) == (1000, 50, 7)
+
+
+def test_the_agents_own_exit_code_and_error_are_shown() -> None:
+    d = decide(task(running_status()), Observation(sandbox=started(), command=CommandObs("c1", 65), result=Result(
+        outcome="Failed", failure_class="AgentFailed", agent_exit_code=3, error="the agent exited with code 3")))
+    assert d.status.agent is not None and d.status.agent.exit_code == 3
+    assert d.status.reason == "AgentFailed" and "code 3" in (d.status.message or "")
