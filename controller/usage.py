@@ -37,8 +37,8 @@ def attempt_usage(*, attempt: int, sandbox: SandboxStatus | None, result: Result
 
 def record(previous: Usage | None, entry: AttemptUsage) -> Usage:
     """`previous` with `entry` recorded (replacing an earlier record of the same attempt)."""
-    attempts = tuple(a for a in (previous.attempts if previous else ()) if a.attempt != entry.attempt) + (entry,)
-    attempts = tuple(sorted(attempts, key=lambda a: a.attempt))
+    kept = [a for a in (previous.attempts if previous else ()) if a.attempt != entry.attempt]
+    attempts = tuple(sorted([*kept, entry], key=lambda a: a.attempt))
     tokens = TokenUsage()
     for a in attempts:
         tokens = _add(tokens, a.tokens)

@@ -466,7 +466,8 @@ def test_wait_never_touches_a_finished_task() -> None:
         "AgentSucceeded"
 
 
-@pytest.mark.parametrize(("klass", "reason"), [("ModelAuthFailed", "ModelAuthFailed"), ("GitPushFailed", "GitPushFailed"),
+@pytest.mark.parametrize(("klass", "reason"), [("ModelAuthFailed", "ModelAuthFailed"),
+                                               ("GitPushFailed", "GitPushFailed"),
                                                (None, "AgentFailed"), ("SomethingNew", "AgentFailed")])
 def test_the_runners_failure_class_is_the_reason(klass: str | None, reason: str) -> None:
     d = decide(task(running_status()), Observation(sandbox=started(), command=CommandObs("c1", 4),
