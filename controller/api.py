@@ -80,6 +80,13 @@ class EnvVar(_Model):
 class Agent(_Model):
     command: tuple[str, ...] | None = None
     env: tuple[EnvVar, ...] = ()
+    model: str | None = None
+    max_turns: int | None = None
+    max_cost_usd: float | None = None
+    allowed_tools: tuple[str, ...] | None = None
+    disallowed_tools: tuple[str, ...] = ()
+    append_system_prompt: str | None = None
+    mcp_config_secret_ref: SecretRef | None = None
     working_dir: str | None = None
 
 

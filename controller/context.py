@@ -8,6 +8,7 @@ own argv travels inside task.json. See docs/runner.md for the contract with the 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
@@ -120,7 +121,39 @@ def prompt_text(task: AgentTask) -> bytes:
     return text
 
 
-def task_json(task: AgentTask, *, attempt: int, settings: Settings) -> dict[str, Any]:
+MCP_CONFIG_FILE = "mcp.json"
+GIT_TOKEN_FILE = "git-token"  # noqa: S105 - a file name; the runner reads it at every use (refreshable)
+
+
+def agent_json(task: AgentTask, *, deadline: dt.datetime | None) -> dict[str, Any]:
+    """task.json `agent`: the argv (None: the runner's default, Claude Code), its options and when
+    the runner must stop it (`deadline`: a little before the task's own, so that the result is
+    written before the operator's deadline hits)."""
+    agent = task.spec.agent
+    doc: dict[str, Any] = {"command": list(agent.command) if agent.command else None,
+                           "workingDir": agent.working_dir}
+    options: dict[str, Any] = {
+        "model": agent.model, "maxTurns": agent.max_turns, "maxCostUsd": agent.max_cost_usd,
+        "allowedTools": list(agent.allowed_tools) if agent.allowed_tools is not None else None,
+        "disallowedTools": list(agent.disallowed_tools) or None,
+        "appendSystemPrompt": agent.append_system_prompt,
+        "mcpConfig": MCP_CONFIG_FILE if agent.mcp_config_secret_ref is not None else None,
+        "deadline": deadline.strftime("%Y-%m-%dT%H:%M:%SZ") if deadline is not None else None,
+    }
+    doc.update({k: v for k, v in options.items() if v is not None})
+    return doc
+
+
+def runner_deadline(limit: dt.datetime | None, *, deadline_seconds: int) -> dt.datetime | None:
+    """When the runner stops the agent: the task's deadline minus a margin (a quarter of the
+    deadline, at most a minute) for committing, pushing and writing result.json."""
+    if limit is None:
+        return None
+    return limit - dt.timedelta(seconds=min(60, deadline_seconds // 4))
+
+
+def task_json(task: AgentTask, *, attempt: int, settings: Settings,
+              deadline: dt.datetime | None = None) -> dict[str, Any]:
     spec = task.spec
     github = github_repo(spec.repository.url) if settings.github_api_url else None
     return {
@@ -131,8 +164,7 @@ def task_json(task: AgentTask, *, attempt: int, settings: Settings) -> dict[str,
         "issue": None if spec.issue is None else {
             "number": spec.issue.number, "title": spec.issue.title, "url": spec.issue.url,
             "author": spec.issue.author},
-        "agent": {"command": list(spec.agent.command) if spec.agent.command else None,
-                  "workingDir": spec.agent.working_dir},
+        "agent": agent_json(task, deadline=deadline),
         "pullRequest": {"create": spec.pull_request.create, "draft": spec.pull_request.draft,
                         "branchPrefix": spec.pull_request.branch_prefix},
         "github": None if github is None else {"owner": github[0], "repo": github[1]},
@@ -140,15 +172,29 @@ def task_json(task: AgentTask, *, attempt: int, settings: Settings) -> dict[str,
 
 
 def context_files(task: AgentTask, *, attempt: int, settings: Settings, runner: bytes,
-                  env: Mapping[str, str]) -> dict[str, bytes]:
+                  env: Mapping[str, str], git_token: str | None = None, mcp_config: str | None = None,
+                  deadline: dt.datetime | None = None) -> dict[str, bytes]:
+    """Every file of the task context. Secrets travel in env.json (read and deleted by the runner)
+    and in the token file (`git-token`, re-uploaded when the token is refreshed); the MCP
+    configuration, which may hold secrets too, in `mcp.json`."""
     ctx = settings.context_dir
-    return {
+    files = {
         f"{ctx}/env.json": json.dumps(dict(env)).encode(),
-        f"{ctx}/task.json": json.dumps(task_json(task, attempt=attempt, settings=settings), indent=2).encode(),
+        f"{ctx}/task.json": json.dumps(task_json(task, attempt=attempt, settings=settings, deadline=deadline),
+                                       indent=2).encode(),
         f"{ctx}/issue.md": issue_text(task),
         f"{ctx}/prompt.md": prompt_text(task),
         f"{ctx}/runner.pyz": runner,
     }
+    if git_token is not None:
+        files[token_path(settings)] = git_token.encode()
+    if mcp_config is not None:
+        files[f"{ctx}/{MCP_CONFIG_FILE}"] = mcp_config.encode()
+    return files
+
+
+def token_path(settings: Settings) -> str:
+    return f"{settings.context_dir}/{GIT_TOKEN_FILE}"
 
 
 def runner_command(settings: Settings) -> str:

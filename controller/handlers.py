@@ -150,7 +150,8 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, memo: Any, 
     metrics.ADMISSION_LIMIT.set(cfg.max_active_sandboxes)
     rt = app.runtime = Runtime(settings=cfg, kube=kube, sandboxes=sandboxes, queue=queue, health=health,
                                runner=build_zipapp(), post_event=_post_event,
-                               on_transition=github.on_transition if github else None)
+                               on_transition=github.on_transition if github else None,
+                               refresh_credentials=github.refresh_credentials if github else None)
     views: kopf.Index[tuple[str, str], TaskView] = kwargs["task_views"]
     app.cleanups.append(metrics.install(metrics.StateCollector(
         phases=_phase_counts(views), admitted=lambda: queue.active,

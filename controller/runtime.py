@@ -25,6 +25,8 @@ EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 # Called after a status with a new phase was written: (task before, new status, the object as
 # written). Optional (the GitHub progress notifier); it must not raise.
 TransitionHook = Callable[[AgentTask, AgentTaskStatus, Mapping[str, Any]], Awaitable[None]]
+# Renews the repository token of a running task where the operator mints it (GitHub App mode).
+CredentialsHook = Callable[[AgentTask], Awaitable[None]]
 
 
 def plan_config(s: Settings) -> plan.PlanConfig:
@@ -55,6 +57,7 @@ class Runtime:
     pools: PoolClaims = field(default_factory=PoolClaims)
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     on_transition: TransitionHook | None = None
+    refresh_credentials: CredentialsHook | None = None
 
     def __post_init__(self) -> None:
         self.config = plan_config(self.settings)

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     """Directory (relative to the sandbox user's home) of the repository checkout."""
     github_api_url: str | None = None
     """GitHub REST API base URL given to the runner (unset: no pull requests or comments)."""
+    token_refresh_seconds: float = Field(600.0, ge=5)
+    """While an agent runs, how often its repository token is renewed (GitHub App installation
+    tokens last an hour) and, when it changed, uploaded into the sandbox again."""
 
     # --- GitHub flow (docs/github.md): webhook intake, credentials, progress comments
     github_webhook_secret: SecretStr | None = None

@@ -77,6 +77,8 @@ class Supervisor:
         self.secrets_registered = False
         self.misses = 0  # consecutive observations that found the recorded sandbox missing
         self.clone_failures = 0  # consecutive transient clone failures
+        self.uploaded_token: str | None = None  # the repository token in the sandbox's token file
+        self.token_checked: dt.datetime | None = None
         # what this step's observation fetched, so its actions do not fetch it again
         self.seen: Any | None = None  # the SDK sandbox of the current attempt
         self.seen_session: tuple[str, bool, plan.CommandObs | None] | None = None  # (session, exists, command)
@@ -115,6 +117,8 @@ class Supervisor:
             await self.write(task, decision.status)
             for action in decision.actions:
                 await self.act(action, task)
+            if obs.command is not None and obs.command.exit_code is None:
+                await self._refresh_token(task)
             self.backoff.reset()
         except Conflict:
             return await self._reread()
@@ -382,9 +386,14 @@ class Supervisor:
             session = await rt.sandboxes.command(sandbox, action.session_id)
         command = session[1]
         if command is None:
-            env = await taskenv.resolve(rt.kube, task, rt.settings)
+            secrets = await taskenv.resolve(rt.kube, task, rt.settings)
+            limit = plan.deadline(task, rt.config)
+            seconds = task.spec.active_deadline_seconds or rt.settings.default_active_deadline_seconds
             files = context.context_files(task, attempt=action.attempt, settings=rt.settings, runner=rt.runner,
-                                          env=env)
+                                          env=secrets.env, git_token=secrets.git_token,
+                                          mcp_config=secrets.mcp_config,
+                                          deadline=context.runner_deadline(limit, deadline_seconds=seconds))
+            self.uploaded_token = secrets.git_token
             await rt.sandboxes.upload(sandbox, files)
             await self._clone(task, sandbox)
             session = await rt.sandboxes.command(sandbox, action.session_id)  # adopt one a peer started meanwhile
@@ -394,6 +403,31 @@ class Supervisor:
             self.agent_started = (command_id, rt.clock())
         self.logger.info("agent started", extra={"sandbox_id": sandbox.id, "attempt": action.attempt,
                                                  "command_id": command_id})
+
+    async def _refresh_token(self, task: AgentTask) -> None:
+        """While the agent runs: every `token_refresh_seconds`, renew the repository token where the
+        operator mints it (GitHub App installation tokens live an hour) and, when the Secret holds a
+        new value, upload it into the sandbox's token file, which the runner reads at every git
+        push and GitHub call. A failure here is logged and retried next time; it fails nothing."""
+        rt = self.rt
+        now = rt.clock()
+        if task.spec.repository.credentials_secret_ref is None or self.seen is None:
+            return
+        if self.token_checked is not None and (now - self.token_checked).total_seconds() < \
+                rt.settings.token_refresh_seconds:
+            return
+        self.token_checked = now
+        try:
+            if rt.refresh_credentials is not None:
+                await rt.refresh_credentials(task)
+            token = await taskenv.repository_token(rt.kube, task)
+            if token is None or token == self.uploaded_token:
+                return
+            await rt.sandboxes.upload(self.seen, {context.token_path(rt.settings): token.encode()})
+            self.uploaded_token = token
+            self.logger.info("repository token refreshed in the sandbox")
+        except OperatorError as exc:
+            self.logger.warning("could not refresh the repository token: %s", logs.redact(str(exc)))
 
     async def _clone(self, task: AgentTask, sandbox: Any) -> None:
         rt = self.rt

@@ -36,6 +36,13 @@ class GitHubIntegration:
         """The supervisor's phase-transition hook (None without REST credentials)."""
         return self.notifier.on_transition if self.notifier is not None else None
 
+    @property
+    def refresh_credentials(self) -> Callable[[AgentTask], Awaitable[None]] | None:
+        """Renews running tasks' installation tokens (GitHub App mode only)."""
+        if self.notifier is None or not self.notifier.app_mode:
+            return None
+        return self.notifier.renew_runner_token
+
     def routes(self) -> list[web.RouteDef]:
         return self.webhook.routes() if self.webhook is not None else []
 

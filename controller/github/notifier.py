@@ -167,12 +167,21 @@ class GitHubNotifier:
 
         item.add_done_callback(forget)
 
-    async def _refresh_runner_token(self, task: AgentTask, where: Target) -> None:
+    async def renew_runner_token(self, task: AgentTask) -> None:
+        """Keep a running task's installation token valid (they last an hour; tasks may run
+        longer): the cached token is reused while it has more than the client's refresh margin
+        left, else a new one is minted and written to the task's credentials Secret. The
+        supervisor then uploads it into the sandbox. Never raises."""
+        where = target(task)
+        if self.app_mode and where is not None:
+            await self._refresh_runner_token(task, where, fresh=False)
+
+    async def _refresh_runner_token(self, task: AgentTask, where: Target, *, fresh: bool = True) -> None:
         ref = task.spec.repository.credentials_secret_ref
         if where.installation_id is None or ref is None or ref.name != installation_secret(where.installation_id):
             return
         try:
-            token = await self.client.installation_token(where.installation_id, fresh=True)
+            token = await self.client.installation_token(where.installation_id, fresh=fresh)
             await self.kube.apply_secret(task.metadata.namespace, ref.name, string_data={ref.key: token.token},
                                          labels=MANAGED_LABELS)
         except OperatorError as exc:
