@@ -149,7 +149,9 @@ def runner_deadline(limit: dt.datetime | None, *, deadline_seconds: int) -> dt.d
     deadline, at most a minute) for committing, pushing and writing result.json."""
     if limit is None:
         return None
-    return limit - dt.timedelta(seconds=min(60, deadline_seconds // 4))
+    stop = limit - dt.timedelta(seconds=min(60, deadline_seconds // 4))
+    # task.json carries whole seconds: round up, never stop the agent earlier than this
+    return stop + dt.timedelta(microseconds=(1_000_000 - stop.microsecond) % 1_000_000)
 
 
 def task_json(task: AgentTask, *, attempt: int, settings: Settings,

@@ -45,6 +45,12 @@ GC_SUSPECTS = Gauge("agenttask_gc_suspected_orphans", "Sandboxes the last sweep 
                     "sweep to confirm before deletion.", registry=REGISTRY)
 GC_DELETIONS = Counter("agenttask_gc_deletions_total", "Sandboxes deleted by the garbage collector, by reason.",
                        ["reason"], registry=REGISTRY)
+AGENT_TOKENS = Counter("agenttask_agent_tokens_total", "Model tokens the agents of finished tasks used, by "
+                       "namespace, requester and kind.", ["namespace", "requester", "kind"], registry=REGISTRY)
+AGENT_COST = Counter("agenttask_agent_cost_usd_total", "The agents' own cost estimate (USD, list prices) of "
+                     "finished tasks, by namespace and requester.", ["namespace", "requester"], registry=REGISTRY)
+SANDBOX_SECONDS = Counter("agenttask_sandbox_seconds_total", "Sandbox time of finished tasks, by namespace and "
+                          "requester.", ["namespace", "requester"], registry=REGISTRY)
 WARM_POOL = Counter("agenttask_warm_pool_requests_total", "Sandbox starts from a snapshot with a warm pool.",
                     ["result"], registry=REGISTRY)
 

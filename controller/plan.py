@@ -492,6 +492,10 @@ def _exited(task: AgentTask, obs: Observation, b: _Builder, exit_code: int) -> D
         reason = klass if klass in RUNNER_FAILURE_REASONS else Reason.AGENT_FAILED
         code = result.agent_exit_code if result is not None and result.agent_exit_code is not None else exit_code
         message = f"the agent exited with code {code}"
+        if klass == "AgentTimedOut":  # the runner stops the agent just before the task's deadline
+            seconds = task.spec.active_deadline_seconds or b.config.default_deadline_seconds
+            reason, message = Reason.DEADLINE_EXCEEDED, (f"the agent was stopped at the task's deadline of "
+                                                         f"{seconds}s (by the runner, to report in time)")
         if result is not None and result.error:
             message = f"{message}: {result.error}"
         return _fail(task, b, reason, message[:1024], keep=task.spec.sandbox.keep_on_failure)

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,9 @@ _FINAL_STREAM_SECONDS = 5.0  # how long an exited command's log stream may take 
 _CLONE_ATTEMPTS = 4  # transient clone failures in a row before the repository counts as unreachable
 _WAIT_REASONS = frozenset({Reason.DAYTONA_AUTH_FAILED, Reason.DAYTONA_FORBIDDEN, Reason.DAYTONA_QUOTA_EXCEEDED,
                            Reason.DAYTONA_UNAVAILABLE, Reason.KUBERNETES_FORBIDDEN})
+
+
+_LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]*")
 
 
 def _rv(body: Any) -> int:
@@ -489,6 +493,7 @@ class Supervisor:
         self.logger.info("phase %s -> %s: %s", before, after.value, status.message)
         if after.terminal:
             metrics.TASKS_FINISHED.labels(after.value, status.reason or "").inc()
+            self._count_usage(task, status)
             if status.start_time and status.completion_time:
                 metrics.TASK_DURATION.labels(after.value).observe(
                     (status.completion_time - status.start_time).total_seconds())
@@ -497,3 +502,27 @@ class Supervisor:
                 (status.running_time - task.metadata.creation_timestamp).total_seconds())
         if status.reason == Reason.SANDBOX_LOST:
             metrics.ATTEMPTS_LOST.inc()
+
+    @staticmethod
+    def _count_usage(task: AgentTask, status: AgentTaskStatus) -> None:
+        used = status.usage
+        if used is None:
+            return
+        labels = (task.metadata.namespace, requester_label(task.spec.audit.requested_by))
+        for kind, count in (("input", used.tokens.input_tokens), ("output", used.tokens.output_tokens),
+                            ("cache_read", used.tokens.cache_read_input_tokens),
+                            ("cache_creation", used.tokens.cache_creation_input_tokens)):
+            if count:
+                metrics.AGENT_TOKENS.labels(*labels, kind).inc(count)
+        if used.cost_usd:
+            metrics.AGENT_COST.labels(*labels).inc(used.cost_usd)
+        if used.sandbox_seconds:
+            metrics.SANDBOX_SECONDS.labels(*labels).inc(used.sandbox_seconds)
+
+
+def requester_label(requested_by: str | None) -> str:
+    """`spec.audit.requestedBy` as a metric label: a login-shaped value, or "" (never free text)."""
+    if not requested_by:
+        return ""
+    value = logs.redact(requested_by)[:64]
+    return value if _LOGIN.fullmatch(value) else "other"

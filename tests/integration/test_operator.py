@@ -182,7 +182,9 @@ def test_failure_long_run_and_deadline_side_by_side(
     import datetime as dt
     started = dt.datetime.fromisoformat(deadline["startTime"])
     finished = dt.datetime.fromisoformat(deadline["completionTime"])
-    assert 20 <= (finished - started).total_seconds() <= 20 + 5
+    # the runner stops the agent a little before the deadline (a quarter of it, at most a minute) to
+    # report in time; the operator's own deadline is the backstop
+    assert 15 <= (finished - started).total_seconds() <= 20 + 5
     wait_for(lambda: daytona.get(deadline["sandbox"]["name"]) is None, timeout=15, what="deadline sandbox deleted")
 
     long = wait_phase(kubectl, namespace, "long", {"Failed", "Succeeded"}, timeout=150)["status"]
