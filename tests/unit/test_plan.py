@@ -570,5 +570,6 @@ def test_the_agents_own_exit_code_and_error_are_shown() -> None:
 
 def test_an_agent_stopped_by_the_runner_at_the_deadline_is_deadline_exceeded() -> None:
     d = decide(task(running_status(), activeDeadlineSeconds=600), Observation(
-        sandbox=started(), command=CommandObs("c1", 66), result=Result(outcome="Failed", failure_class="AgentTimedOut")))
+        sandbox=started(), command=CommandObs("c1", 66),
+        result=Result(outcome="Failed", failure_class="AgentTimedOut")))
     assert d.status.reason == "DeadlineExceeded" and "600s" in (d.status.message or "")
