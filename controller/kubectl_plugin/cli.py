@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -203,6 +204,8 @@ _HANDLERS = {"list": _list, "ls": _list, "get": _list, "describe": _describe, "l
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # kr8s warns on every connection to an apiserver newer than the versions it was tested with
+    warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported", category=UserWarning)
     try:
         return asyncio.run(_HANDLERS[args.command](args))
     except _Usage as exc:

@@ -130,7 +130,7 @@ class DaytonaFollower:
             streamable = task.status.phase not in (Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED) or not follow
             if (command and agent and agent.session_id and box and not box.deleted and command not in finished
                     and streamable):
-                sandbox = await self._sandbox(daytona, box.id or box.name)
+                sandbox = await self._sandbox(daytona, box.name or box.id)
                 if sandbox is not None:
                     if await self._stream(sandbox, agent.session_id, command, printed, follow=follow):
                         finished.add(command)
@@ -140,6 +140,10 @@ class DaytonaFollower:
                     if command not in finished:
                         await asyncio.sleep(_RECONNECT_SECONDS)
                     continue
+                if follow:  # not found although the task names it: look again shortly (it may be gone)
+                    await asyncio.sleep(_RECONNECT_SECONDS)
+                    obj = await self._client.get(self._name)
+                    continue
             if not any(printed.values()) and (outcome(obj) is not None or not follow):
                 # nothing to stream from Daytona (not started yet without -f, or the sandbox is gone)
                 return await StatusTailFollower(self._client, self._name, self._write).run(obj, follow=follow)
@@ -148,12 +152,14 @@ class DaytonaFollower:
             obj = await self._next(obj)
 
     async def _sandbox(self, daytona: Any, ref: str | None) -> Any:
-        from daytona import DaytonaError
+        from daytona import DaytonaError, DaytonaNotFoundError
 
         if not ref:
             return None
         try:
             return await daytona.get(ref)
+        except DaytonaNotFoundError:
+            return None
         except DaytonaError as exc:
             if getattr(exc, "status_code", None) == 404 or "not found" in str(exc).lower():
                 return None
@@ -178,6 +184,9 @@ class DaytonaFollower:
         try:
             if follow:
                 await sandbox.process.get_session_command_logs_async(session_id, command_id, emit, emit)
+                # a stream can also end early (a closed connection); only an exit code means "all of it"
+                command = await sandbox.process.get_session_command(session_id, command_id)
+                return getattr(command, "exit_code", None) is not None
             else:
                 response = await sandbox.process.get_session_command_logs(session_id, command_id)
                 emit(str(getattr(response, "output", None) or ""))
