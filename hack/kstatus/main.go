@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8sjson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
@@ -27,7 +28,8 @@ func main() {
 		fail("reading stdin: %v", err)
 	}
 	var doc map[string]interface{}
-	if err := json.Unmarshal(raw, &doc); err != nil {
+	// apimachinery's decoder keeps whole numbers as int64, as unstructured accessors expect
+	if err := k8sjson.Unmarshal(raw, &doc); err != nil {
 		fail("stdin is not a JSON object: %v", err)
 	}
 	objects := []map[string]interface{}{doc}
