@@ -338,6 +338,10 @@ def test_cancel_of_a_running_task_ends_it_cancelled_and_keeps_its_record(
     task = wait_phase(kubectl, ns, "doomed", {"Failed"}, timeout=60)
     assert task["status"]["reason"] == "Cancelled"
     assert "tick 0" in task["status"]["logTail"]
+    # events say the same reason as the status, and describe shows it
+    page = wait_for(lambda: (lambda p: p if "Cancelled" in p.split("Events:")[-1] else None)(
+        run_plugin(controlplane, "describe", "doomed", "-n", ns).stdout), timeout=30, what="a Cancelled event")
+    assert "Reason:           Cancelled" in page
     wait_for(lambda: daytona.get(box) is None, timeout=60, what="the cancelled task's sandbox deleted")
 
 
