@@ -221,7 +221,8 @@ async def slots(body: kopf.Body, namespace: str | None, name: str,
 async def task_views(body: kopf.Body, namespace: str | None, name: str,
                      **_: Any) -> dict[tuple[str, str], TaskView]:
     """The status page's rows (`statuspage.py`), kept current by kopf from its watch."""
-    return {(namespace or "", name): task_view(AgentTask.from_body(body))}
+    usage = (body.get("status") or {}).get("usage")  # issue #14's status.usage, shown as recorded
+    return {(namespace or "", name): task_view(AgentTask.from_body(body), usage=usage)}
 
 
 def _seed(queue: AdmissionQueue, index: SlotIndex) -> None:

@@ -7,7 +7,9 @@ from). A page view therefore costs no apiserver request. `task_view()` turns an 
 escapes every value (links only for http(s) URLs). No JavaScript; the page refreshes itself
 every 10 s with a meta tag.
 
-It shows what `kubectl get at -o wide` would, plus the result link and the last error. It has
+It shows what `kubectl get at -o wide` would, plus links (the issue, the pull request), the usage
+(`status.usage`, when the operator recorded it; shown generically as `key value` pairs) and the
+last error. It has
 no authentication: expose the operator's port only inside the cluster (see docs/github.md).
 """
 
@@ -48,14 +50,33 @@ class TaskView:
     last_error: str | None
     issue: str | None
     requested_by: str | None
+    issue_url: str | None = None
+    usage: str | None = None
 
 
 def _text(value: object, limit: int = 2048) -> str | None:
     return None if value in (None, "") else logs.redact(str(value))[:limit]
 
 
-def task_view(task: AgentTask) -> TaskView:
-    """The status-page row of a task (redacted)."""
+def usage_text(usage: object, limit: int = 256) -> str | None:
+    """`status.usage` in one line: `key value` pairs, nested keys joined with a dot."""
+    if not isinstance(usage, Mapping) or not usage:
+        return None
+    parts: list[str] = []
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, bool | int | float | str):
+            parts.append(f"{prefix} {value}")
+
+    walk("", usage)
+    return _text(", ".join(parts), limit)
+
+
+def task_view(task: AgentTask, *, usage: object = None) -> TaskView:
+    """The status-page row of a task (redacted); `usage` is the raw `status.usage`, if any."""
     status, spec = task.status, task.spec
     result, sandbox = status.result, status.sandbox
     issue = None
@@ -73,6 +94,7 @@ def task_view(task: AgentTask) -> TaskView:
         outcome=_text(result.outcome if result else None, 64),
         last_error=_text(status.last_error), issue=_text(issue, 512),
         requested_by=_text(spec.audit.requested_by, 255),
+        issue_url=_text(spec.issue.url if spec.issue else None, 512), usage=usage_text(usage),
     )
 
 
@@ -109,12 +131,12 @@ def _cell(value: str | None, css: str = "") -> str:
     return f"<td{klass}>{html.escape(value) if value else '-'}</td>"
 
 
-def _link(url: str | None, label: str | None) -> str:
+def _link(url: str | None, fallback: str | None, *, label: str | None = None) -> str:
     if not url:
-        return _cell(label)
+        return _cell(fallback)
     if not url.lower().startswith(("https://", "http://")):
-        return _cell(url)
-    shown = f"PR #{url.rsplit('/', 1)[-1]}" if "/pull/" in url else url
+        return _cell(label or url)
+    shown = label or (f"PR #{url.rsplit('/', 1)[-1]}" if "/pull/" in url else url)
     return f'<td><a href="{html.escape(url, quote=True)}" rel="noopener noreferrer">{html.escape(shown)}</a></td>'
 
 
@@ -150,10 +172,12 @@ def render(items: list[TaskView], now: dt.datetime) -> str:
             f'<tr data-task="{html.escape(item.namespace)}/{html.escape(item.name)}" data-phase="{phase}">'
             f"{_cell(item.namespace)}{_cell(item.name)}"
             f'<td><span class="phase {phase}">{phase}</span></td>'
-            f"{_cell(item.reason)}{_cell(item.issue)}{_cell(item.sandbox_id)}{_cell(item.sandbox_state)}"
-            f'{_cell(age(item.created, now))}{_link(item.result_url, item.outcome)}<td class="msg">{text}</td></tr>')
+            f"{_cell(item.reason)}{_link(item.issue_url, item.issue, label=item.issue)}"
+            f"{_cell(item.sandbox_id)}{_cell(item.sandbox_state)}"
+            f'{_cell(age(item.created, now))}{_link(item.result_url, item.outcome)}<td class="msg">{text}</td>'
+            f'<td class="msg">{html.escape(item.usage or "-")}</td></tr>')
     if not body:
-        body.append('<tr><td colspan="10">No AgentTasks.</td></tr>')
+        body.append('<tr><td colspan="11">No AgentTasks.</td></tr>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
@@ -161,7 +185,8 @@ def render(items: list[TaskView], now: dt.datetime) -> str:
         f"<h1>AgentTasks</h1><p class=\"meta\">{len(items)} task(s) &mdash; {summary} &mdash; "
         f"rendered {html.escape(now.strftime('%Y-%m-%d %H:%M:%S UTC'))}</p>"
         "<table><thead><tr><th>Namespace</th><th>Name</th><th>Phase</th><th>Reason</th><th>Issue</th>"
-        "<th>Sandbox</th><th>State</th><th>Age</th><th>Result</th><th>Message / last error</th></tr></thead>"
+        "<th>Sandbox</th><th>State</th><th>Age</th><th>Result</th><th>Message / last error</th><th>Usage</th>"
+        "</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table></body></html>\n")
 
 

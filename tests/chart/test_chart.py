@@ -3,6 +3,7 @@ every option set, the values schema, and the contract with the operator's settin
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,13 @@ def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def operator_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's own ClusterRole (the others are the users' view/edit roles)."""
+    roles = [r for r in by_kind(docs, "ClusterRole") if not r["metadata"]["name"].endswith(("-view", "-edit"))]
+    assert len(roles) == 1, [r["metadata"]["name"] for r in roles]
+    return roles[0]
+
+
 def env_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container(docs)["env"]}
 
@@ -42,7 +50,8 @@ def test_lint_is_clean_with_default_values_and_with_every_option(helm: Path) -> 
 def test_default_install_is_cluster_wide_single_replica_and_hardened(render: Render) -> None:
     docs = render()
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
+    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
+                            "Service", "Deployment",
                             "NetworkPolicy"])
     for doc in docs:
         if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
@@ -68,7 +77,7 @@ def test_default_install_is_cluster_wide_single_replica_and_hardened(render: Ren
     # no credentials by default, and never a secret value anywhere in the manifests
     assert "DAYTONA_API_KEY" not in env and "AGENTTASK_GITHUB_WEBHOOK_SECRET" not in env
     assert not by_kind(docs, "Secret")
-    rules = one(docs, "ClusterRole")["rules"]
+    rules = operator_role(docs)["rules"]
     assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in rules
     assert not any("*" in r["verbs"] or "*" in r["resources"] for r in rules)
     assert not any(g == "kopf.dev" for r in rules for g in r["apiGroups"]), "no peering RBAC when standalone"
@@ -79,7 +88,8 @@ def test_every_option_renders(render: Render) -> None:
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted([
         "PodDisruptionBudget", "ServiceAccount", "CustomResourceDefinition", "CustomResourceDefinition",
-        "ClusterRole", "ClusterRoleBinding", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding",
+        "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Role", "Role", "Role", "RoleBinding",
+        "RoleBinding", "RoleBinding", "ConfigMap",
         "Service", "Deployment", "NetworkPolicy", "PrometheusRule", "ServiceMonitor", "KopfPeering", "KopfPeering"])
     deployment = one(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -104,7 +114,7 @@ def test_every_option_renders(render: Render) -> None:
     assert env["HTTPS_PROXY"]["value"] == "http://proxy.example.com:3128"
     assert c["envFrom"] == [{"configMapRef": {"name": "agenttask-extra"}}]
     # namespaced mode: Roles only in the watched namespaces; the ClusterRole keeps cluster-scoped reads
-    cluster_rules = one(docs, "ClusterRole")["rules"]
+    cluster_rules = operator_role(docs)["rules"]
     assert {r["resources"][0] for r in cluster_rules} == {"customresourcedefinitions", "namespaces"}
     assert all(set(r["verbs"]) <= {"list", "watch"} for r in cluster_rules)
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(docs, "Role")}
@@ -143,7 +153,7 @@ def test_cluster_mode_with_peering_uses_a_cluster_peering(render: Render) -> Non
     anti = one(docs, "Deployment")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
     assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"] == (
         "kubernetes.io/hostname")
-    rules = one(docs, "ClusterRole")["rules"]
+    rules = operator_role(docs)["rules"]
     assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
             "resourceNames": ["agenttask-operator"], "verbs": ["get", "patch"]} in rules
     # another kopf operator already installed kopf's CRDs: do not fight over them
@@ -288,3 +298,34 @@ def test_peering_crds_match_the_repository_copy(render: Render) -> None:
     chart = {d["metadata"]["name"]: d["spec"] for d in by_kind(render(sets=("replicaCount=2",)),
                                                                "CustomResourceDefinition")}
     assert chart == repo
+
+
+def test_user_roles_aggregate_into_the_built_in_roles_and_never_grant_status(render: Render) -> None:
+    roles = {r["metadata"]["name"]: r for r in by_kind(render(), "ClusterRole")}
+    view, edit = roles["agenttask-view"], roles["agenttask-edit"]
+    agg = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {k: v for k, v in view["metadata"]["labels"].items() if k.startswith(agg)} == {
+        f"{agg}view": "true", f"{agg}edit": "true", f"{agg}admin": "true"}
+    assert {k: v for k, v in edit["metadata"]["labels"].items() if k.startswith(agg)} == {
+        f"{agg}edit": "true", f"{agg}admin": "true"}
+    assert view["rules"] == [{"apiGroups": ["agenttask.io"], "resources": ["agenttasks"],
+                              "verbs": ["get", "list", "watch"]}]
+    for role in (view, edit):
+        assert all(res == "agenttasks" for r in role["rules"] for res in r["resources"]), "never agenttasks/status"
+    # disabled, or not aggregated
+    assert not [r for r in by_kind(render(sets=("userRoles.create=false",)), "ClusterRole")
+                if r["metadata"]["name"] in ("agenttask-view", "agenttask-edit")]
+    plain = {r["metadata"]["name"]: r for r in by_kind(render(VALUES_ALL), "ClusterRole")}
+    assert not [k for k in plain["platform-agenttask-edit"]["metadata"]["labels"] if k.startswith(agg)]
+
+
+def test_dashboard_configmap_carries_the_sidecar_label_and_the_dashboard(render: Render) -> None:
+    assert not by_kind(render(), "ConfigMap"), "off by default"
+    cm = one(render(sets=("grafanaDashboard.enabled=true",)), "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "agenttask-system"
+    shipped = (CHART / "dashboards" / "agenttask-operator.json").read_text()
+    assert json.loads(cm["data"]["agenttask-operator.json"]) == json.loads(shipped)
+    custom = one(render(VALUES_ALL), "ConfigMap")
+    assert custom["metadata"]["namespace"] == "monitoring"
+    assert custom["metadata"]["annotations"] == {"grafana_folder": "AgentTask"}

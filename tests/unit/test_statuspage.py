@@ -79,3 +79,20 @@ async def test_routes_serve_html_and_json_from_the_index() -> None:
         [doc] = json.loads(await resp.text())["tasks"]
         assert doc["name"] == "a" and doc["sandbox_id"] == "sb-9" and doc["age"] == "3s"
         assert doc["issue"] == "acme/widgets#3"
+
+
+def test_usage_and_issue_link_are_shown_escaped() -> None:
+    task = AgentTask.model_validate({
+        "metadata": {"name": "paid", "namespace": "ns", "uid": "u", "creationTimestamp": NOW.isoformat()},
+        "spec": {"repository": {"url": "https://github.com/acme/widgets.git"},
+                 "issue": {"number": 3, "url": "https://github.com/acme/widgets/issues/3"}},
+        "status": {"phase": "Succeeded"}})
+    usage = {"agent": {"costUsd": 0.42, "tokens": {"input": 1200}}, "sandboxSeconds": 90, "note": "<b>x</b>"}
+    view = task_view(task, usage=usage)
+    assert view.usage == "agent.costUsd 0.42, agent.tokens.input 1200, sandboxSeconds 90, note <b>x</b>"
+    page = render([view], NOW)
+    parser = Cells()
+    parser.feed(page)
+    assert parser.links == ["https://github.com/acme/widgets/issues/3"]
+    assert "agent.costUsd 0.42" in page and "<b>x</b>" not in page
+    assert task_view(task).usage is None
