@@ -170,6 +170,10 @@ class Catalog:
         self._ready.pop(pool_id, [])
         remove_tree(os.path.join(pools_dir(self._root), pool_id))
 
+    def resolve_volumes(self, volumes: list[dict[str, str]]) -> list[dict[str, str]]:
+        """``resolveVolumes``: the volume mounts with ids resolved (see `volumes`)."""
+        return [dict(v) for v in volumes]
+
     def has_pool(self, snapshot: str) -> bool:
         """Whether any pool keeps sandboxes warm for `snapshot` (a name)."""
         return any(p.snapshot == snapshot for p in self.pools.values())

@@ -51,10 +51,14 @@ class Stats:
         self.alive += 1
         self.max_alive = max(self.max_alive, self.alive)
 
-    def sandbox_gone(self) -> None:
-        """A sandbox was destroyed, whatever the cause."""
+    _GONE_COUNTERS = {"auto_delete": "auto_deleted", "ttl": "ttl_expired", "lost": "lost"}
+
+    def sandbox_gone(self, reason: str = "delete") -> None:
+        """A sandbox was destroyed (`reason`: delete, auto_delete, ttl, lost, shutdown, ...)."""
         self.counters["sandboxes_deleted"] += 1
         self.alive -= 1
+        if reason in self._GONE_COUNTERS:
+            self.counters[self._GONE_COUNTERS[reason]] += 1
 
     def reset(self) -> None:
         """Zero every counter; `alive` is a gauge and stays, `max_alive` restarts from it."""

@@ -9,9 +9,10 @@ status), parses it with ``Model.from_dict`` and additionally requires that
 * no key is unknown to the model at any depth (the SDK would park it in
   ``additional_properties``: a sign the emulator drifted from the API).
 
-Error responses must be the API shape ``{statusCode, message, error}`` or, from the toolbox,
-the daemon's ``ErrorResponse``. Failures are recorded, not raised, so the server keeps
-serving; the autouse fixture fails the test that produced them.
+Error responses must be the API shape ``{path, timestamp, statusCode, error, message}`` (Daytona's
+``AllExceptionsFilter``) or, from the toolbox, the daemon's ``ErrorResponse``. Failures are
+recorded, not raised, so the server keeps serving; the autouse fixture fails the test that
+produced them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ STREAM = "stream"
 # op -> (is a JSON list, model) or EMPTY / STREAM
 SUCCESS: dict[str, Any] = {
     **{op: (False, api.Sandbox) for op in (
-        "create", "get", "delete", "start", "stop", "archive", "autostop", "autoarchive", "autodelete", "ttl")},
+        "create", "get", "delete", "start", "stop", "archive", "autostop", "autoarchive", "autodelete", "ttl",
+        "network_settings", "public")},
+    "socketio": STREAM,
     "list": (False, api.ListSandboxesResponse),
     "labels": (False, api.SandboxLabels),
     "toolbox_url": (False, api.ToolboxProxyUrl),
@@ -64,7 +67,7 @@ SUCCESS: dict[str, Any] = {
     "home_dir": (False, tb.UserHomeDirResponse),
     "work_dir": (False, tb.WorkDirResponse),
 }
-API_ERROR_KEYS = {"statusCode", "message", "error"}
+API_ERROR_KEYS = {"path", "timestamp", "statusCode", "error", "message"}
 
 
 def drift(model_cls: type[BaseModel], body: Any, where: str = "$") -> list[str]:

@@ -15,7 +15,7 @@ from controller.localsandbox.errors import ApiError
 from controller.localsandbox.faults import FaultInjector, parse_error_flag, parse_faults, parse_latency_flag
 from controller.localsandbox.gitclone import check_ref, check_url, classify_failure, redact
 from controller.localsandbox.isolation import Isolation, LaunchContext, build_launch, choose_isolation
-from controller.localsandbox.lifecycle import TransitionError, check_transition, collect_due, next_action
+from controller.localsandbox.lifecycle import collect_due, next_action
 from controller.localsandbox.listing import page, parse_list_query
 from controller.localsandbox.logstore import STDERR, STDOUT, LogWriter, read_records, read_snapshot
 from controller.localsandbox.models import SandboxRecord, parse_create_request, sandbox_dto, sandbox_list_item
@@ -29,6 +29,7 @@ def record(i: int, **kw: object) -> SandboxRecord:
         id=f"id-{i:03d}", name=f"sb-{i:03d}", organization_id="org", snapshot="daytona-small", user="daytona",
         env={}, labels={"k": "v" if i % 2 else "w"}, target="local", cpu=1, gpu=0, memory=1, disk=3, seq=i,
         created_at=1_700_000_000.0 + i, created_mono=100.0, activity_mono=100.0, state="started",
+        desired="started", pending=False,
     )
     base.update(kw)
     return SandboxRecord(**base)
@@ -75,32 +76,26 @@ def test_seeded_decisions_are_reproducible_and_admin_is_never_faulted() -> None:
 # lifecycle ---------------------------------------------------------------------------------
 
 
-def test_state_machine() -> None:
-    for a, b in [("creating", "started"), ("started", "stopping"), ("stopping", "stopped"),
-                 ("stopped", "starting"), ("starting", "started"), ("stopped", "archived"),
-                 ("error", "destroying"), ("destroying", "destroyed")]:
-        check_transition(a, b)
-    for a, b in [("stopped", "started"), ("destroyed", "started"), ("started", "archived"), ("error", "started")]:
-        with pytest.raises(TransitionError):
-            check_transition(a, b)
-
-
-def test_lifecycle_deadlines() -> None:
+def test_lifecycle_deadlines_count_from_last_activity_and_skip_archived() -> None:
     m = 0.5
     assert next_action(record(1, auto_stop=0), m) is None
     due = next_action(record(1, auto_stop=2), m)
     assert due is not None
-    assert (due.action, due.at) == ("stop", 101.0)
-    stopped = record(2, state="stopped", stopped_mono=200.0, auto_delete=0, auto_archive=10)
+    assert (due.reason, due.at) == ("auto_stop", 101.0)
+    assert next_action(record(1, auto_stop=2, desired="stopped", pending=True), m) is None  # a stop is in flight
+    stopped = record(2, state="stopped", desired="stopped", activity_mono=200.0, auto_delete=0, auto_archive=10)
     due = next_action(stopped, m)
     assert due is not None
-    assert (due.action, due.reason, due.at) == ("destroy", "auto_delete", 200.0)
-    due = next_action(record(3, state="stopped", stopped_mono=200.0, auto_delete=-1, auto_archive=3), m)
+    assert (due.reason, due.at) == ("auto_delete", 200.0)
+    due = next_action(record(3, state="stopped", desired="stopped", activity_mono=200.0, auto_delete=-1,
+                             auto_archive=3), m)  # fmt: skip
     assert due is not None
-    assert (due.action, due.at) == ("archive", 201.5)
+    assert (due.reason, due.at) == ("auto_archive", 201.5)
+    archived = record(7, state="archived", desired="archived", activity_mono=200.0, auto_delete=0)
+    assert next_action(archived, m) is None  # Daytona's auto-delete only picks stopped sandboxes
     due = next_action(record(4, ttl_minutes=1, auto_stop=100), m)
     assert due is not None
-    assert (due.action, due.reason, due.at) == ("destroy", "ttl", 100.5)
+    assert (due.reason, due.at) == ("ttl", 100.5)
     items, next_at = collect_due([record(5, auto_stop=1), record(6, auto_stop=4)], now=100.6, minute_seconds=m)
     assert [d.sandbox_id for d in items] == ["id-005"]
     assert next_at == 102.0
@@ -122,13 +117,14 @@ def test_list_query_parsing() -> None:
 
 def test_cursor_pages_survive_deletions_between_pages() -> None:
     records = {i: record(i) for i in range(10)}
-    q = parse_list_query([("limit", "4")])
+    q = parse_list_query([("limit", "4"), ("sort", "createdAt")])
     first, cursor = page(records.values(), q)
     assert [r.seq for r in first] == [9, 8, 7, 6]
     del records[5], records[9]  # one on a later page, one already returned
-    second, cursor = page(records.values(), parse_list_query([("limit", "4"), ("cursor", cursor or "")]))
+    more = [("limit", "4"), ("sort", "createdAt")]
+    second, cursor = page(records.values(), parse_list_query([*more, ("cursor", cursor or "")]))
     assert [r.seq for r in second] == [4, 3, 2, 1]
-    third, cursor = page(records.values(), parse_list_query([("limit", "4"), ("cursor", cursor or "")]))
+    third, cursor = page(records.values(), parse_list_query([*more, ("cursor", cursor or "")]))
     assert ([r.seq for r in third], cursor) == ([0], None)
     only_v, _ = page(records.values(), parse_list_query([("labels", '{"k": "v"}')]))
     assert all(r.labels["k"] == "v" for r in only_v)
@@ -212,12 +208,12 @@ def test_launch_environment_and_bwrap_argv(tmp_path: Path) -> None:
 
 
 def test_create_request_validation_and_renderings() -> None:
-    for bad in ([], {"name": "has space"}, {"name": 5}, {"labels": {"a": 1}}, {"autoStopInterval": -1},
-                {"cpu": True}, {"volumes": [{"volumeId": "x"}]}):
+    for bad in ([], {"name": "has space"}, {"name": 5}, {"labels": {"a": 1}}, {"autoStopInterval": "1"},
+                {"cpu": True}, {"volumes": [{"volumeId": "x"}]}, {"buildInfo": {"dockerfileContent": 1}}):
         with pytest.raises(ApiError):
             parse_create_request(bad)
     req = parse_create_request({"name": "ok", "autoDeleteInterval": -5, "ttlMinutes": 3})
-    assert (req.auto_delete, req.ttl_minutes, req.auto_stop) == (-1, 3, 15)
+    assert (req.auto_delete, req.ttl_minutes, req.auto_stop) == (-5, 3, None)  # stored as sent, as Daytona does
     rec = record(1, ttl_minutes=3)
     dto = sandbox_dto(rec, "http://h/toolbox")
     assert dto["autoDestroyAt"].endswith("Z")
@@ -244,7 +240,10 @@ def test_contract_covers_every_operation_and_catches_drift() -> None:
     assert observe("get", {**good, "surprise": 1})
     assert observe("list", {"items": [sandbox_list_item(record(1), "u")]})  # nextCursor key missing
     assert observe("list", {"items": [good], "nextCursor": None})  # env/kvm/volumes in a list item
-    assert observe("get", {"statusCode": 404, "message": "m", "error": "Not Found"}, 404) == []
+    error = {"path": "/api/sandbox/x", "timestamp": "2025-01-01T00:00:00.000Z", "statusCode": 404,
+             "error": "Not Found", "message": "m"}  # fmt: skip
+    assert observe("get", error, 404) == []
+    assert observe("get", {k: v for k, v in error.items() if k != "path"}, 404)
     assert observe("get", {"message": "m"}, 404)
     assert observe("exec", {"statusCode": 408, "message": "m", "code": "PROCESS_EXECUTION_TIMEOUT",
                             "source": "DAYTONA_DAEMON", "path": "/p", "method": "POST", "timestamp": "t"}, 408) == []
