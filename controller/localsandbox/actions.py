@@ -296,6 +296,7 @@ class Actions:
             reason = self.store.faults.build_failure()
             if reason is None:
                 self._built.add(key)
+            self.store.stats.bump("builds_failed" if reason else "images_built")
             return reason
 
         return work

@@ -22,7 +22,7 @@ class Stats:
     _COUNTERS = (
         "sandboxes_created", "sandboxes_deleted", "lost", "auto_stopped", "auto_archived",
         "auto_deleted", "ttl_expired", "errors_injected", "rate_limited", "unauthorized",
-        "pool_hits", "pool_misses", "commands_started",
+        "pool_hits", "pool_misses", "commands_started", "images_built", "builds_failed",
     )  # fmt: skip
 
     def __init__(self) -> None:

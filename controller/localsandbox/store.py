@@ -74,6 +74,7 @@ class SandboxStore:
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._in_flight: set[str] = set()
+        self._closing = False
         self.background: set[asyncio.Task[None]] = set()
 
     # lookup ----------------------------------------------------------------------------
@@ -249,7 +250,9 @@ class SandboxStore:
             self._wake.set()
 
     async def _lifecycle(self) -> None:
-        while True:
+        # ends on `_closing` rather than on cancellation: Python 3.11's wait_for can swallow a
+        # cancel that arrives just as the event it waits for is set
+        while not self._closing:
             self._wake.clear()
             candidates = (r for r in self.records.values() if r.id not in self._in_flight)
             due, next_at = collect_due(candidates, time.monotonic(), self.minute_seconds)
@@ -266,7 +269,8 @@ class SandboxStore:
     async def close(self) -> None:
         """Stop the timers and transitions, kill every process group, remove every sandbox."""
         if self._timer is not None:
-            self._timer.cancel()
+            self._closing = True
+            self._wake.set()
             await asyncio.gather(self._timer, return_exceptions=True)
             self._timer = None
         for rec in list(self.records.values()):
