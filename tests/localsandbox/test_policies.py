@@ -27,7 +27,8 @@ from .conftest import client, eventually
 from .contract import Contract
 
 UPGRADE = "To increase concurrency limits, upgrade your organization's Tier by visiting {}/dashboard/limits."
-PER_SANDBOX = "Need higher resource limits per-sandbox? Contact us at support@daytona.io and let us know about your use case."
+PER_SANDBOX = ("Need higher resource limits per-sandbox? Contact us at support@daytona.io and let us know about "
+               "your use case.")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -91,7 +92,7 @@ async def test_per_sandbox_maxima_and_the_quota_fault(srv: LocalSandboxServer) -
 
             srv.set_faults(quota_exhausted="memory")  # quota exhausted until released
             for _ in range(2):
-                with pytest.raises(DaytonaBadRequestError, match="Total memory limit exceeded. Maximum allowed: "):
+                with pytest.raises(DaytonaBadRequestError, match=r"Total memory limit exceeded\. Maximum allowed: "):
                     await d.create(CreateSandboxFromSnapshotParams())
             srv.set_faults({})
             await d.create(CreateSandboxFromSnapshotParams())
@@ -119,7 +120,7 @@ async def test_intervals_resolve_as_daytona_resolves_them(srv: LocalSandboxServe
         assert (status, stopped["desiredState"]) == (200, "destroyed")
         await ephemeral.wait_for_sandbox_stop()  # the SDK counts destroyed as stopped
 
-        status, snap, _ = await call(srv, "POST", "/snapshots", {"name": "gpu-snap", "imageName": "x", "gpu": 1})
+        status, _, _ = await call(srv, "POST", "/snapshots", {"name": "gpu-snap", "imageName": "x", "gpu": 1})
         assert status == 200
         status, answer, _ = await call(srv, "POST", "/sandbox", {"snapshot": "gpu-snap"})
         assert (status, answer["message"]) == (400, "GPU sandboxes must be ephemeral - set autoDeleteInterval to 0")
@@ -156,8 +157,9 @@ async def test_list_filters_refusals_and_default_order(srv: LocalSandboxServer) 
         found = [s.id async for s in d.list(ListSandboxesQuery(labels=labels, min_cpu=2, max_cpu=2))]
         assert found == [medium.id]
         query = "labels=" + json.dumps(labels)
-        for params, ids in (("minMemoryGiB=8", [large.id]), ("maxDiskGiB=3", []), ("minDiskGiB=8", [large.id, medium.id]),
-                            ("sort=cpu&order=asc", [medium.id, large.id]), ("", [large.id, medium.id])):  # fmt: skip
+        for params, ids in (("minMemoryGiB=8", [large.id]), ("maxDiskGiB=3", []),
+                            ("minDiskGiB=8", [large.id, medium.id]), ("sort=cpu&order=asc", [medium.id, large.id]),
+                            ("", [large.id, medium.id])):  # fmt: skip
             status, body, _ = await call(srv, "GET", f"/sandbox?{query}&{params}&minCpu=2")
             assert status == 200
             assert [i["id"] for i in body["items"]] == ids, params
@@ -168,7 +170,8 @@ async def test_list_filters_refusals_and_default_order(srv: LocalSandboxServer) 
         "limit=0": "limit must not be less than 1",
         "limit=201": "limit must not be greater than 200",
         "minCpu=0": "minCpu must not be less than 1",
-        "sort=size": "sort must be one of the following values: name, cpu, memoryGib, diskGib, lastActivityAt, createdAt",
+        "sort=size": "sort must be one of the following values: name, cpu, memoryGib, diskGib, lastActivityAt, "
+                     "createdAt",
         "labels=%7Bnope": "Invalid labels JSON format",
         "createdAtAfter=yesterday": "createdAtAfter must be a Date instance",
     }
