@@ -99,12 +99,14 @@ def _host(root: str, virtual: str) -> str:
     return os.path.join(root, virtual.lstrip("/"))
 
 
-def build_launch(iso: Isolation, ctx: LaunchContext, command: str) -> Launch:
-    """The argv/env/cwd that run `command` in the sandbox described by `ctx`."""
+def build_launch(iso: Isolation, ctx: LaunchContext, command: str | None) -> Launch:
+    """The argv/env/cwd that run `command` in the sandbox described by `ctx` (None: a shell
+    reading its commands from stdin, for sessions)."""
     home = home_of(ctx.user)
+    run = [shell(), "-c", command] if command is not None else [shell()]
     if iso.mode != "bwrap" or iso.bwrap is None:
         env = _base_env(ctx, _host(ctx.root, home), os.path.join(ctx.root, "tmp"))
-        return Launch([shell(), "-c", command], env, _host(ctx.root, ctx.cwd))
+        return Launch(run, env, _host(ctx.root, ctx.cwd))
     argv = [iso.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     if ctx.network_block_all:
         argv.append("--unshare-net")
@@ -118,7 +120,7 @@ def build_launch(iso: Isolation, ctx: LaunchContext, command: str) -> Launch:
     for entry in entries:
         if entry not in _RESERVED_TOP and os.path.isdir(os.path.join(ctx.root, entry)):
             argv += ["--bind", os.path.join(ctx.root, entry), "/" + entry]
-    argv += ["--chdir", ctx.cwd, "--", shell(), "-c", command]
+    argv += ["--chdir", ctx.cwd, "--", *run]
     return Launch(argv, _base_env(ctx, home, "/tmp"), ctx.root)  # noqa: S108 - the sandbox's own /tmp
 
 
