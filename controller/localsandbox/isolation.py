@@ -102,8 +102,12 @@ def _host(root: str, virtual: str) -> str:
 def build_launch(iso: Isolation, ctx: LaunchContext, command: str | None) -> Launch:
     """The argv/env/cwd that run `command` in the sandbox described by `ctx` (None: a shell
     reading its commands from stdin, for sessions)."""
+    return build_argv(iso, ctx, [shell(), "-c", command] if command is not None else [shell()])
+
+
+def build_argv(iso: Isolation, ctx: LaunchContext, run: list[str]) -> Launch:
+    """The argv/env/cwd that run the program `run` (an argv list, no shell) in the sandbox."""
     home = home_of(ctx.user)
-    run = [shell(), "-c", command] if command is not None else [shell()]
     if iso.mode != "bwrap" or iso.bwrap is None:
         env = _base_env(ctx, _host(ctx.root, home), os.path.join(ctx.root, "tmp"))
         return Launch(run, env, _host(ctx.root, ctx.cwd))

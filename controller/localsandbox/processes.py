@@ -45,13 +45,14 @@ class SandboxProcesses:
         self.sessions: dict[str, SessionShell] = {}
         self.commands: dict[str, CommandRecord] = {}
         self.groups: set[int] = set()
+        self.interpreters: dict[str, object] = {}  # interpreter contexts (see `interpreter`)
 
-    async def _spawn(self, launch: Launch, *, merge_stderr: bool) -> asyncio.subprocess.Process:
+    async def _spawn(self, launch: Launch, *, merge_stderr: bool, stdin: bool = False) -> asyncio.subprocess.Process:
         self.groups = {g for g in self.groups if signal_group(g, 0)}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
                 cwd=launch.cwd,
@@ -63,9 +64,14 @@ class SandboxProcesses:
         self.groups.add(proc.pid)
         return proc
 
-    async def execute(self, launch: Launch, timeout: float | None) -> tuple[int, str]:
-        """Run to completion; (exit status, combined output). Raises `ExecTimeout`."""
-        proc = await self._spawn(launch, merge_stderr=True)
+    async def execute(self, launch: Launch, timeout: float | None, stdin: bytes | None = None) -> tuple[int, str]:
+        """Run to completion (fed `stdin`); (exit status, combined output). Raises `ExecTimeout`."""
+        proc = await self._spawn(launch, merge_stderr=True, stdin=stdin is not None)
+        if stdin is not None and proc.stdin is not None:
+            proc.stdin.write(stdin)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await proc.stdin.drain()
+            proc.stdin.close()
         buf = bytearray()
 
         async def read() -> None:
@@ -162,6 +168,7 @@ class SandboxProcesses:
         shells = list(self.sessions.values())
         self.sessions.clear()
         self.commands.clear()
+        self.interpreters.clear()
         await asyncio.gather(*(s.close() for s in shells), return_exceptions=True)
 
     async def close(self) -> None:

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from . import admin, api, catalog_api, files, toolbox
+from . import admin, api, catalog_api, coderun, files, interpreter, toolbox
 from .actions import Actions
 from .catalog import Catalog
 from .context import CONTEXT, Handler, Route, ServerContext
@@ -58,7 +58,8 @@ log = logging.getLogger("controller.localsandbox")
 
 T = TypeVar("T")
 DEFAULT_ORG = "00000000-0000-4000-8000-000000000000"
-ALL_ROUTES: list[Route] = [*api.ROUTES, *catalog_api.ROUTES, *toolbox.ROUTES, *files.ROUTES, *admin.ROUTES]
+ALL_ROUTES: list[Route] = [*api.ROUTES, *catalog_api.ROUTES, *toolbox.ROUTES, *coderun.ROUTES, *interpreter.ROUTES,
+                           *files.ROUTES, *admin.ROUTES]
 
 
 @dataclass(frozen=True)
