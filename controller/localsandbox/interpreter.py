@@ -125,7 +125,7 @@ async def _start_worker(request: web.Request, context: Context) -> None:
     script = copy if c.isolation.mode != "bwrap" else "/tmp/.localsandbox-interpreter.py"  # noqa: S108
     _, host_cwd = resolve(root, c.store.home(rec), context.cwd)
     ensure_inside(root, host_cwd)
-    cwd = context.cwd if os.path.isdir(host_cwd) else c.store.home(rec)
+    cwd = context.cwd if await asyncio.to_thread(os.path.isdir, host_cwd) else c.store.home(rec)
     read_fd, write_fd = os.pipe()
     env = {"LOCALSANDBOX_INTERPRETER_TOKEN": context.token, "LOCALSANDBOX_INTERPRETER_FD": str(write_fd)}
     launch = build_argv(c.isolation, c.store.launch_context(rec, cwd, env), ["python3", "-u", script])
@@ -218,7 +218,7 @@ async def _run(ws: web.WebSocketResponse, context: Context, code: str, envs: dic
 
     jobs = [asyncio.ensure_future(j) for j in (stream(proc.stdout, "stdout"), stream(proc.stderr, "stderr"), control())]
     try:
-        done, pending = await asyncio.wait(jobs, timeout=timeout)
+        _, pending = await asyncio.wait(jobs, timeout=timeout)
         if pending:
             context.kill()
             await ws.close(code=TIMEOUT_CLOSE, message=b"execution timed out")

@@ -2,12 +2,13 @@
 
 Stdlib only; it runs inside the sandbox, started by `interpreter`. It reads one JSON request per
 line on stdin (``{"id", "code", "envs"}``), runs the code in one namespace that lives as long as
-the process (so variables, imports and functions persist between executions),
-lets the code's stdout and stderr go to the worker's own (the server streams them), and reports
-on the file descriptor named by ``$LOCALSANDBOX_INTERPRETER_FD``: ``{"id", "type": "error", "name", "value", "traceback"}`` when the code
-raised, then ``{"id", "type": "done"}``. Before each ``done`` it writes the request's end marker
-(``\\x00<token>:<id>\\x00``, token from ``$LOCALSANDBOX_INTERPRETER_TOKEN``) to stdout and stderr,
-so the server knows both streams are complete.
+the process (so variables, imports and functions persist between executions), lets the code's
+stdout and stderr go to the worker's own (the server streams them), and reports on the file
+descriptor named by ``$LOCALSANDBOX_INTERPRETER_FD``: ``{"id", "type": "error", "name", "value",
+"traceback"}`` when the code raised, then ``{"id", "type": "done"}``. Before each ``done`` it
+writes the request's end marker (``\\x00<token>:<id>\\x00``, token from
+``$LOCALSANDBOX_INTERPRETER_TOKEN``) to stdout and stderr, so the server knows both streams are
+complete.
 
 Does not: restrict the code in any way (the sandbox is the boundary).
 """
@@ -26,7 +27,7 @@ NAMESPACE: dict[str, object] = {"__name__": "__main__", "__builtins__": __builti
 
 def run(code: str) -> None:
     """Execute `code` in the context's namespace (a final expression's value is not printed)."""
-    exec(compile(code, "<stdin>", "exec"), NAMESPACE)
+    exec(compile(code, "<stdin>", "exec"), NAMESPACE)  # noqa: S102 - running the client's code is the job
 
 
 def user_traceback(exc: BaseException) -> str:

@@ -119,6 +119,11 @@ class SandboxStore:
             network_block_all=rec.network_block_all,
         )
 
+    def user_ids(self, rec: SandboxRecord) -> dict[str, int]:
+        """Host ids that stand for the sandbox's own user and group names (chown, file owners)."""
+        del rec
+        return {}
+
     def home(self, rec: SandboxRecord) -> str:
         """In-sandbox home directory of the sandbox user."""
         return home_of(rec.user)
