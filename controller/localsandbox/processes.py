@@ -46,6 +46,7 @@ class SandboxProcesses:
         self.commands: dict[str, CommandRecord] = {}
         self.groups: set[int] = set()
         self.interpreters: dict[str, object] = {}  # interpreter contexts (see `interpreter`)
+        self.ptys: dict[str, object] = {}  # terminals (see `pty`)
 
     async def _spawn(self, launch: Launch, *, merge_stderr: bool, stdin: bool = False) -> asyncio.subprocess.Process:
         self.groups = {g for g in self.groups if signal_group(g, 0)}
@@ -169,6 +170,7 @@ class SandboxProcesses:
         self.sessions.clear()
         self.commands.clear()
         self.interpreters.clear()
+        self.ptys.clear()
         await asyncio.gather(*(s.close() for s in shells), return_exceptions=True)
 
     async def close(self) -> None:

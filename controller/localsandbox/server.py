@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from . import admin, api, catalog_api, coderun, fileops, files, gitops, interpreter, toolbox
+from . import admin, api, catalog_api, coderun, fileops, files, gitops, interpreter, pty, toolbox
 from .actions import Actions
 from .catalog import Catalog
 from .context import CONTEXT, Handler, Route, ServerContext
@@ -59,7 +59,8 @@ log = logging.getLogger("controller.localsandbox")
 T = TypeVar("T")
 DEFAULT_ORG = "00000000-0000-4000-8000-000000000000"
 ALL_ROUTES: list[Route] = [*api.ROUTES, *catalog_api.ROUTES, *toolbox.ROUTES, *coderun.ROUTES, *interpreter.ROUTES,
-                           *files.ROUTES, *fileops.ROUTES, *gitops.ROUTES, *admin.ROUTES]
+                           *files.ROUTES, *fileops.ROUTES, *gitops.ROUTES,
+                           *pty.ROUTES, *admin.ROUTES]
 
 
 @dataclass(frozen=True)
