@@ -217,6 +217,9 @@ class Actions:
                     os.rename(warm, sandbox_dir(self.store.root, rec.id))
                 else:
                     await asyncio.to_thread(make_skeleton, sandbox_dir(self.store.root, rec.id), rec.user)
+                if rec.volumes:
+                    root = sandbox_dir(self.store.root, rec.id)
+                    await asyncio.to_thread(self.catalog.volumes.mount, root, rec.volumes)
             except OSError as exc:
                 return f"cannot create sandbox directory: {exc}"
             finally:

@@ -5,6 +5,9 @@ Does::
     GET    /api/snapshots?page&limit&name, GET|DELETE /api/snapshots/{idOrName},
     POST   /api/snapshots, POST /api/snapshots/{id}/activate                   -> SnapshotDto
     GET|POST /api/warm-pools, PATCH|DELETE /api/warm-pools/{id}                -> WarmPool
+    GET    /api/volumes, POST /api/volumes {name}                              -> VolumeDto[] / VolumeDto
+    GET    /api/volumes/{id}, GET /api/volumes/by-name/{name}                  -> VolumeDto (404 unknown)
+    DELETE /api/volumes/{id}   400 unless ready/error, 409 while a sandbox uses it (see `volumes`)
     GET|POST /api/volumes, GET|DELETE /api/volumes/{id}, GET /api/volumes/by-name/{name} -> VolumeDto
 
 Warm pools are not in Daytona's open-source API (the SDK has them); they keep the embedded
@@ -18,8 +21,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from .context import Route, ctx, json_body, json_response
-from .errors import bad_request
+from .errors import bad_request, not_found
 from .models import snapshot_dto
+from .volumes import VolumeRecord, Volumes
 
 
 def _page_params(request: web.Request) -> tuple[int, int]:
@@ -82,6 +86,60 @@ async def warm_pool_delete(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+# volumes ---------------------------------------------------------------------------------
+
+
+def _volumes(request: web.Request) -> Volumes:
+    return ctx(request).catalog.volumes
+
+
+def _get(request: web.Request, key: str, by_name: bool = False) -> VolumeRecord:
+    value = request.match_info[key]
+    vol = _volumes(request).find(value)
+    if vol is None or (not by_name and vol.id != value) or (by_name and vol.name != value):
+        raise not_found(f"Volume with {'name' if by_name else 'ID'} {value} not found")
+    return vol
+
+
+async def list_volumes(request: web.Request) -> web.StreamResponse:
+    return json_response([v.to_json() for v in _volumes(request).records.values()])
+
+
+async def create_volume(request: web.Request) -> web.StreamResponse:
+    body = await json_body(request, required=False) or {}
+    name = body.get("name") if isinstance(body, dict) else None
+    if name is not None and not isinstance(name, str):
+        raise bad_request("name must be a string")
+    seconds = ctx(request).store.settings.duration("creating")
+    return json_response(_volumes(request).create(name, seconds).to_json())
+
+
+async def get_volume(request: web.Request) -> web.StreamResponse:
+    return json_response(_get(request, "volume").to_json())
+
+
+async def get_by_name(request: web.Request) -> web.StreamResponse:
+    return json_response(_get(request, "name", by_name=True).to_json())
+
+
+async def delete_volume(request: web.Request) -> web.StreamResponse:
+    c = ctx(request)
+    vol = _get(request, "volume")
+    user = next((r.name for r in c.store.records.values()
+                 if r.desired != "destroyed" and any(m["volumeId"] == vol.id for m in r.volumes)), None)  # fmt: skip
+    _volumes(request).delete(vol, user, c.store.settings.duration("destroying"))
+    return web.Response(status=200)
+
+
+VOLUME_ROUTES: list[Route] = [
+    Route("GET", "/api/volumes", "volume_list", list_volumes),
+    Route("POST", "/api/volumes", "volume_create", create_volume),
+    Route("GET", "/api/volumes/by-name/{name}", "volume_get_by_name", get_by_name),
+    Route("GET", "/api/volumes/{volume}", "volume_get", get_volume),
+    Route("DELETE", "/api/volumes/{volume}", "volume_delete", delete_volume),
+]
+
+
 ROUTES: list[Route] = [
     Route("GET", "/api/snapshots", "snapshot_list", snapshot_list),
     Route("POST", "/api/snapshots", "snapshot_create", snapshot_create),
@@ -92,4 +150,5 @@ ROUTES: list[Route] = [
     Route("POST", "/api/warm-pools", "warm_pool_create", warm_pool_create),
     Route("PATCH", "/api/warm-pools/{pool}", "warm_pool_update", warm_pool_update),
     Route("DELETE", "/api/warm-pools/{pool}", "warm_pool_delete", warm_pool_delete),
+    *VOLUME_ROUTES,
 ]

@@ -209,7 +209,8 @@ class SandboxStore:
         return procs
 
     def remove_files(self, sandbox_id: str) -> None:
-        """Remove a sandbox's directory and logs."""
+        """Remove a sandbox's directory and logs (volume mounts are links: the volumes stay)."""
+        self.catalog.volumes.unmount(sandbox_dir(self.root, sandbox_id))
         remove_tree(sandbox_dir(self.root, sandbox_id))
         remove_tree(log_dir(self.root, sandbox_id))
 
