@@ -227,9 +227,22 @@ class Actions:
                     remove_tree(warm)  # only still there if it was not moved into place
             if self.store.faults.error_state("create"):
                 return "injected fault: sandbox failed to start"
-            return None
+            return await self._network(rec)
 
         return work
+
+    async def _network(self, rec: SandboxRecord) -> str | None:
+        """Set up the sandbox's network (`network`); a failure reason, or None."""
+        try:
+            owner = self.store.records.get(rec.linked_sandbox_id or "")
+            if owner is not None:
+                await asyncio.to_thread(self.store.network.link_hosts, rec.id, owner.id, [owner.name, owner.id])
+            else:
+                await self.store.network.apply(rec.id, block_all=rec.network_block_all,
+                                               allow_list=rec.network_allow_list)  # fmt: skip
+        except (OSError, RuntimeError) as exc:
+            return f"cannot set up the sandbox network: {exc}"
+        return None
 
     async def _create_from_snapshot(self, req: CreateRequest, url: str) -> dict[str, Any]:
         name = req.snapshot if req.snapshot and req.snapshot.strip() else DEFAULT_SNAPSHOT
@@ -382,8 +395,13 @@ class Actions:
         return work
 
     async def apply_network(self, rec: SandboxRecord) -> None:
-        """Enforce changed network settings on a running sandbox (see `network`)."""
-        del rec
+        """Enforce changed network settings on a sandbox (`network`); commands started later see them."""
+        if rec.linked_sandbox_id is None:
+            try:
+                await self.store.network.apply(rec.id, block_all=rec.network_block_all,
+                                               allow_list=rec.network_allow_list)  # fmt: skip
+            except RuntimeError as exc:
+                raise ApiError(500, f"cannot apply the network settings: {exc}") from exc
 
     async def automatic(self, rec: SandboxRecord, reason: str) -> None:
         """Carry out a due automatic action (`lifecycle`)."""

@@ -57,6 +57,7 @@ def stats_json(c: ServerContext) -> dict[str, Any]:
     """The stats body, with the isolation mode."""
     out = c.stats.snapshot()
     out["isolation"] = c.isolation.mode
+    out["network"] = c.store.network.mode
     return out
 
 

@@ -49,6 +49,8 @@ from .faults import INTERNAL_OPS, FaultInjector, Faults
 from .isolation import Isolation, choose_isolation
 from .layout import remove_tree
 from .listindex import ListIndex
+from .network import Network
+from .network import probe as network_probe
 from .settings import Settings, merge_settings
 from .stats import Stats
 from .store import SandboxStore
@@ -258,9 +260,10 @@ class LocalSandboxServer:
         injector = FaultInjector(seed=self._seed)
         stats = Stats()
         catalog = Catalog(self.root, self._org, self._target, injector)
+        network = Network(await asyncio.to_thread(network_probe), os.path.join(self.root, ".network"))
         store = SandboxStore(self.root, minute_seconds=self.minute_seconds, isolation=self.isolation,
                              faults=injector, stats=stats, catalog=catalog, org_id=self._org,
-                             target=self._target, settings=self._settings)  # fmt: skip
+                             target=self._target, settings=self._settings, network=network)  # fmt: skip
         actions = Actions(store, catalog, lambda: f"{self.base_url}/dashboard")
         index = ListIndex(store.records, lambda: injector.faults.list_lag if injector.faults.list_lag is not None
                           else store.settings.list_lag)  # fmt: skip
@@ -280,7 +283,8 @@ class LocalSandboxServer:
         addresses = self._runner.addresses
         self.port = int(addresses[0][1])
         store.start_timers()
-        log.info("localsandbox: serving %s (%s, root %s)", self.api_url, self.isolation.describe(), self.root)
+        log.info("localsandbox: serving %s (%s, network=%s, root %s)", self.api_url, self.isolation.describe(),
+                 network.mode, self.root)  # fmt: skip
 
     async def stop(self) -> None:
         """Kill every sandbox process, stop serving, remove what the server created."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from .isolation import Isolation, LaunchContext, home_of
 from .layout import log_dir, remove_tree, sandbox_dir
 from .lifecycle import collect_due
 from .models import SandboxRecord
+from .network import Network
 from .processes import SandboxProcesses
 from .quota import Usage, usage
 from .settings import Settings
@@ -55,6 +57,7 @@ class SandboxStore:
         org_id: str,
         target: str,
         settings: Settings,
+        network: Network,
     ) -> None:
         self.root = root
         self.minute_seconds = minute_seconds
@@ -65,6 +68,7 @@ class SandboxStore:
         self.org_id = org_id
         self.target = target
         self.settings = settings
+        self.network = network
         self.records: dict[str, SandboxRecord] = {}
         self.procs: dict[str, SandboxProcesses] = {}
         self.listeners: list[Listener] = []
@@ -117,6 +121,7 @@ class SandboxStore:
             env={**rec.env, **(env or {})},
             snapshot=rec.snapshot,
             network_block_all=rec.network_block_all,
+            netwrap=functools.partial(self.network.wrap, rec.id),
         )
 
     def user_ids(self, rec: SandboxRecord) -> dict[str, int]:
@@ -206,6 +211,7 @@ class SandboxStore:
         self.stats.sandbox_gone(reason)
         self._emit("sandbox.gone", rec)
         self.spawn(procs.close())
+        self.spawn(self.network.release(rec.id))
         return procs
 
     def remove_files(self, sandbox_id: str) -> None:
@@ -286,4 +292,5 @@ class SandboxStore:
             self.remove_files(rec.id)
         while self.background:
             await asyncio.gather(*list(self.background), return_exceptions=True)
+        await self.network.close()
         remove_tree(os.path.join(self.root, ".logs"))
