@@ -300,18 +300,27 @@ class Actions:
         steps = []
         if self._seconds("pending_build") > 0:
             steps.append(Step("pending_build", self._seconds("pending_build")))
+        dockerfile = str(req.build_info.get("dockerfileContent", ""))
+        rec.build_log.append(f"Building image {key[:12]} from a Dockerfile of {len(dockerfile.splitlines())} lines")
         if key not in self._built:
-            build = Step("building_snapshot", self._seconds("building_snapshot"), self._build(key), "build_failed")
+            build = Step("building_snapshot", self._seconds("building_snapshot"), self._build(key, rec, dockerfile),
+                         "build_failed")  # fmt: skip
             steps.append(build)
+        else:
+            rec.build_log.append("Using the image built before")
         steps.append(Step("creating", self._seconds("creating", "create"), self._skeleton(rec)))
         self._run(rec, steps, "started")
         return sandbox_dto(rec, url)
 
-    def _build(self, key: str) -> Work:
+    def _build(self, key: str, rec: SandboxRecord, dockerfile: str) -> Work:
         async def work() -> str | None:
+            steps = [line for line in dockerfile.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            for number, line in enumerate(steps, start=1):
+                rec.build_log.append(f"Step {number}/{len(steps)} : {line.strip()}")
             reason = self.store.faults.build_failure()
             if reason is None:
                 self._built.add(key)
+            rec.build_log.append(f"Build failed: {reason}" if reason else "Build complete")
             self.store.stats.bump("builds_failed" if reason else "images_built")
             return reason
 

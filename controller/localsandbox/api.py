@@ -12,6 +12,7 @@ Does: translate HTTP to `Actions`/`SandboxStore` calls and records to JSON::
     POST   /api/sandbox/{idOrName}/network-settings                              -> Sandbox
     POST   /api/sandbox/{idOrName}/public/{true|false}                           -> Sandbox
     GET    /api/sandbox/{idOrName}/toolbox-proxy-url                             -> ToolboxProxyUrl
+    GET    /api/sandbox/{idOrName}/build-logs-url, /build-logs[?follow=true]     image creates: the build log
 
 Lifecycle calls are asynchronous as in Daytona (``actions``): stop answers ``stopping``,
 delete answers the renamed sandbox with desired state ``destroyed``. Snapshot, warm-pool and
@@ -22,12 +23,13 @@ Does not: authenticate or inject faults (server middleware), or touch files/proc
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from .context import Handler, Route, ctx, int_param, json_body, json_response, toolbox_url
-from .errors import bad_request
+from .errors import bad_request, not_found
 from .listing import page, parse_list_query
 from .models import SandboxRecord, parse_create_request, sandbox_dto, sandbox_list_item
 from .validation import (
@@ -38,6 +40,7 @@ from .validation import (
 )
 
 SANDBOX = "/api/sandbox/{sid}"
+BUILD_LOG_POLL = 0.1  # seconds between looks at a growing build log
 
 
 def _dto(request: web.Request, rec: SandboxRecord) -> web.Response:
@@ -159,6 +162,34 @@ async def public(request: web.Request) -> web.StreamResponse:
     return _dto(request, rec)
 
 
+async def build_logs_url(request: web.Request) -> web.StreamResponse:
+    rec = _rec(request)
+    if rec.build_key is None:
+        raise not_found(f"Sandbox {rec.id} has no build information")
+    return json_response({"url": f"{request.scheme}://{request.host}/api/sandbox/{rec.id}/build-logs"})
+
+
+async def build_logs(request: web.Request) -> web.StreamResponse:
+    """The build's log as text; ``follow=true`` streams it until the build has ended."""
+    rec = _rec(request)
+    if rec.build_key is None:
+        raise not_found(f"Sandbox {rec.id} has no build information")
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await resp.prepare(request)
+    sent = 0
+    follow = request.query.get("follow", "").lower() == "true"
+    while True:
+        lines = rec.build_log[sent:]
+        sent += len(lines)
+        if lines:
+            await resp.write("".join(f"{line}\n" for line in lines).encode())
+        if not follow or rec.state not in ("unknown", "pending_build", "building_snapshot"):
+            break
+        await asyncio.sleep(BUILD_LOG_POLL)
+    await resp.write_eof()
+    return resp
+
+
 async def toolbox_proxy_url(request: web.Request) -> web.StreamResponse:
     _rec(request)
     return json_response({"url": toolbox_url(request)})
@@ -180,4 +211,6 @@ ROUTES: list[Route] = [
     Route("POST", SANDBOX + "/network-settings", "network_settings", network_settings),
     Route("POST", SANDBOX + "/public/{flag}", "public", public),
     Route("GET", SANDBOX + "/toolbox-proxy-url", "toolbox_url", toolbox_proxy_url),
+    Route("GET", SANDBOX + "/build-logs-url", "build_logs_url", build_logs_url),
+    Route("GET", SANDBOX + "/build-logs", "build_logs", build_logs),
 ]

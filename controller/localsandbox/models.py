@@ -99,6 +99,7 @@ class SandboxRecord:
     activity_mono: float = 0.0
     task: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)  # transition in flight
     gone_reason: str = "delete"  # why it is being destroyed (stats)
+    build_log: list[str] = field(default_factory=list, repr=False)  # image creates: the build's log lines
 
     def auto_destroy_at(self) -> float | None:
         """Wall-clock time the TTL destroys the sandbox, or None without a TTL."""

@@ -14,8 +14,8 @@ Does not: know about handlers or HTTP.
 from __future__ import annotations
 
 MAIN_OPS = frozenset({
-    "create", "get", "list", "delete", "start", "stop", "archive", "recover", "labels", "autostop",
-    "autoarchive", "autodelete", "ttl", "toolbox_url", "network_settings", "public", "build_logs_url",
+    "create", "get", "list", "delete", "start", "stop", "archive", "labels", "autostop",
+    "autoarchive", "autodelete", "ttl", "toolbox_url", "network_settings", "public", "build_logs_url", "build_logs",
     "snapshot_list", "snapshot_get", "snapshot_create", "snapshot_delete", "snapshot_activate",
     "warm_pool_list", "warm_pool_create", "warm_pool_update", "warm_pool_delete",
     "volume_list", "volume_create", "volume_get", "volume_get_by_name", "volume_delete",
@@ -34,7 +34,7 @@ TOOLBOX_OPS = frozenset({
 })  # fmt: skip
 INTERNAL_OPS = frozenset({"pool_create", "unknown", "socketio"})
 OPERATIONS = MAIN_OPS | TOOLBOX_OPS | INTERNAL_OPS
-LIFECYCLE_OPS = frozenset({"delete", "start", "stop", "archive", "recover"})
+LIFECYCLE_OPS = frozenset({"delete", "start", "stop", "archive"})
 
 
 def throttler_of(op: str) -> str:

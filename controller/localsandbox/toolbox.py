@@ -38,6 +38,7 @@ from .errors import daemon_error
 from .gitclone import clone
 from .isolation import build_launch
 from .logstore import STDOUT, read_records, read_snapshot
+from .models import DAEMON_VERSION
 from .paths import ensure_inside, resolve
 from .processes import ExecTimeout
 from .sessions import CommandRecord
@@ -228,6 +229,11 @@ async def home_dir(request: web.Request) -> web.StreamResponse:
     return json_response({"dir": c.store.home(rec)})
 
 
+async def version(request: web.Request) -> web.StreamResponse:
+    ctx(request).store.running(request.match_info["sandbox"])
+    return json_response({"version": DAEMON_VERSION})
+
+
 ROUTES: list[Route] = [
     Route("POST", PREFIX + "/process/execute", "exec", execute),
     Route("POST", PREFIX + "/process/session", "session_create", session_create),
@@ -241,4 +247,5 @@ ROUTES: list[Route] = [
     Route("POST", PREFIX + "/git/clone", "git_clone", git_clone),
     Route("GET", PREFIX + "/user-home-dir", "home_dir", home_dir),
     Route("GET", PREFIX + "/work-dir", "work_dir", home_dir),
+    Route("GET", PREFIX + "/version", "version", version),
 ]
