@@ -386,9 +386,9 @@ class Actions:
     def _delete(self, rec: SandboxRecord, reason: str) -> None:
         rec.gone_reason = reason
         self.store.soft_delete(rec)
-        steps = []
-        if rec.state not in ("archived", "pending_build"):
-            steps.append(Step("destroying", self._seconds("destroying"), self._kill(rec)))
+        steps = [Step("destroying", self._seconds("destroying"), self._kill(rec))]
+        if rec.state in ("archived", "pending_build"):  # nothing runs: straight to destroyed
+            steps = [Step("destroyed", 0.0, self._kill(rec))]
         self._run(rec, steps, "destroyed")
         for follower in [r for r in self.store.records.values() if r.linked_sandbox_id == rec.id]:
             if follower.desired != "destroyed" and not (follower.pending and follower.state != "pending_build"):
@@ -399,6 +399,7 @@ class Actions:
             procs = self.store.procs.get(rec.id)
             if procs is not None:
                 procs.kill_all("sandbox destroyed")
+            await self.store.network.release(rec.id)
             return None
 
         return work
