@@ -44,9 +44,10 @@ async def ts_server(contract: Contract, tmp_path: Path) -> AsyncIterator[LocalSa
         yield srv
 
 
-async def run_script(name: str, sdk: str, srv: LocalSandboxServer, timeout: float = 240) -> dict[str, Any]:
+async def run_script(name: str, sdk: str, srv: LocalSandboxServer, timeout: float = 240,
+                     **extra: str) -> dict[str, Any]:  # fmt: skip
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "DAYTONA_SDK": sdk,
-           "DAYTONA_API_URL": srv.api_url, "DAYTONA_API_KEY": srv.api_key}  # fmt: skip
+           "DAYTONA_API_URL": srv.api_url, "DAYTONA_API_KEY": srv.api_key, **extra}  # fmt: skip
     proc = await asyncio.create_subprocess_exec("node", str(SCRIPTS / name), env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
@@ -97,3 +98,20 @@ async def test_typescript_sdk_lifecycle_refusals_and_faults(ts_sdk: str, ts_serv
     assert limited["headers"].get("retry-after-sandbox-create") == "2"
     assert "retry-after" not in limited["headers"]
     assert ts_server.stats()["calls"]["socketio"] >= 1  # it did use the event channel
+
+
+async def test_typescript_sdk_toolbox(ts_sdk: str, ts_server: LocalSandboxServer, tmp_path: Path) -> None:
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    seen = await run_script("toolbox.mjs", ts_sdk, ts_server, GIT_ORIGIN=str(origin))
+    assert seen["done"]
+    assert seen["carried"] == "BAR /\n"  # export and cd carried over in the session shell
+    assert seen["input"] == "typed\ngot typed\n"
+    assert seen["codeRun"] == "a+b\n"
+    assert seen["interpreter"] == "40\n"
+    assert seen["search"] == ["/home/daytona/docs/a.txt"]
+    assert seen["find"] == [1, 2]
+    assert seen["replaced"] == "omega\nbeta omega\n"
+    assert (seen["gitCommit"], seen["gitBranch"]) == (40, "main")
+    assert (seen["ptyExit"], seen["ptySize"]) == (5, True)
+    assert seen["volumeState"] == "pending_create"
