@@ -94,7 +94,7 @@ async def test_operator_journey(server: LocalSandboxServer, daytona: AsyncDayton
         "cat input.txt; echo \"greeting=$GREETING\"; "
         f"for i in $(seq 1 {TICKS}); do echo \"tick $i\"; "
         "if [ $((i % 20)) -eq 0 ]; then echo \"warn $i\" >&2; fi; sleep 1; done; "
-        "echo \"all $i ticks\" > result.txt; exit 7"
+        "echo \"all $i ticks\" > result.txt; (exit 7)"  # a plain `exit` would end the session shell itself
     )
     started = time.monotonic()
     cmd = await sandbox.process.execute_session_command("agent", SessionExecuteRequest(command=script, run_async=True))

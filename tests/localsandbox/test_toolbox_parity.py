@@ -63,6 +63,11 @@ async def test_a_session_is_one_shell_exports_and_cd_carry_over(sandbox: AsyncSa
 
     asked = await process.execute_session_command("shell", SessionExecuteRequest(
         command='printf "name? "; read name; echo "hello $name"', run_async=True))  # fmt: skip
+
+    async def prompted() -> bool:
+        return (await process.get_session_command_logs("shell", asked.cmd_id)).stdout == "name? "
+
+    await eventually(prompted)
     await process.send_session_command_input("shell", asked.cmd_id, "Alice")
     assert await exit_code_of(sandbox, "shell", asked.cmd_id) == 0
     logs = await process.get_session_command_logs("shell", asked.cmd_id)
