@@ -54,6 +54,7 @@ from .models import (
     sandbox_dto,
 )
 from .quota import Request, check
+from .settings import Quota
 from .states import check_archive, check_delete, check_start, check_stop, ephemeral
 from .store import SandboxStore
 from .validation import (
@@ -96,6 +97,9 @@ class Actions:
         return self.store.settings.duration(state) + extra
 
     def _check_quota(self, cpu: int, memory: int, disk: int, gpu: int, exclude: str | None = None) -> None:
+        quota, exhausted = self.store.settings.quota, self.store.faults.faults.quota_exhausted
+        if exhausted is None and quota == Quota():
+            return  # unlimited: no need to sum the usage of every sandbox
         check(self.store.settings.quota, self.store.usage(exclude), Request(cpu, memory, disk, gpu),
               dashboard_url=self._dashboard_url(), exhausted=self.store.faults.faults.quota_exhausted)  # fmt: skip
 
@@ -216,7 +220,7 @@ class Actions:
                 if warm is not None:
                     os.rename(warm, sandbox_dir(self.store.root, rec.id))
                 else:
-                    await asyncio.to_thread(make_skeleton, sandbox_dir(self.store.root, rec.id), rec.user)
+                    make_skeleton(sandbox_dir(self.store.root, rec.id), rec.user)  # two mkdirs: no thread hop
                 if rec.volumes:
                     root = sandbox_dir(self.store.root, rec.id)
                     await asyncio.to_thread(self.catalog.volumes.mount, root, rec.volumes)

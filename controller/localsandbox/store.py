@@ -38,6 +38,7 @@ from .stats import Stats
 
 # (event, record, old value, new value): "sandbox.created", "sandbox.state.updated",
 # "sandbox.desired-state.updated", "sandbox.updated" (labels, intervals, network), "sandbox.gone"
+TIMER_COALESCE = 0.02  # seconds; automatic actions are minutes apart, a scan costs O(sandboxes)
 Listener = Callable[[str, SandboxRecord, str | None, str | None], None]
 AutoAction = Callable[[SandboxRecord, str], Awaitable[None]]
 
@@ -266,6 +267,8 @@ class SandboxStore:
         # cancel that arrives just as the event it waits for is set
         while not self._closing:
             self._wake.clear()
+            # coalesce bursts of changes: one scan of every sandbox per TIMER_COALESCE seconds at most
+            await asyncio.sleep(TIMER_COALESCE)
             candidates = (r for r in self.records.values() if r.id not in self._in_flight)
             due, next_at = collect_due(candidates, time.monotonic(), self.minute_seconds)
             for item in due:
