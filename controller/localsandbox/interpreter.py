@@ -75,6 +75,14 @@ class Context:
         self.proc = None
 
 
+def _held_back(data: bytes, marker: bytes) -> int:
+    """How many trailing bytes of `data` could be the start of `marker` (kept until more arrives)."""
+    for size in range(min(len(marker) - 1, len(data)), 0, -1):
+        if marker.startswith(data[-size:]):
+            return size
+    return 0
+
+
 def _contexts(procs: SandboxProcesses) -> dict[str, Context]:
     return procs.interpreters  # type: ignore[return-value]
 
@@ -199,7 +207,7 @@ async def _run(ws: web.WebSocketResponse, context: Context, code: str, envs: dic
         while chunk := await reader.read(_CHUNK):
             pending += chunk
             end = pending.find(marker)
-            cut = end if end >= 0 else max(0, len(pending) - len(marker))
+            cut = end if end >= 0 else len(pending) - _held_back(pending, marker)
             if cut:
                 await ws.send_str(json.dumps({"type": kind, "text": pending[:cut].decode("utf-8", "replace")}))
                 pending = pending[cut:]
