@@ -35,8 +35,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from .catalog import Catalog
@@ -57,6 +56,7 @@ from .quota import Request, check
 from .settings import Quota
 from .states import check_archive, check_delete, check_start, check_stop, ephemeral
 from .store import SandboxStore
+from .transitions import Step, Work, run_transition
 from .validation import (
     resolve_auto_archive,
     resolve_auto_stop,
@@ -66,19 +66,6 @@ from .validation import (
 
 STOP_GRACE = 1.0
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-Work = Callable[[], Awaitable[str | None]]  # returns a failure reason, or None
-
-
-@dataclass(frozen=True)
-class Step:
-    """One transitional state: how long it lasts, what happens meanwhile, where a failure leads."""
-
-    state: str
-    seconds: float
-    work: Work | None = None
-    fails_to: str = "error"
-
-
 class Actions:
     """The lifecycle operations of one server."""
 
@@ -104,38 +91,7 @@ class Actions:
               dashboard_url=self._dashboard_url(), exhausted=self.store.faults.faults.quota_exhausted)  # fmt: skip
 
     def _run(self, rec: SandboxRecord, steps: list[Step], final: str) -> asyncio.Task[None]:
-        """Start moving `rec` through `steps` to `final`, replacing any transition in flight."""
-        if rec.task is not None and not rec.task.done():
-            rec.task.cancel()
-        task = self.store.spawn(self._drive(rec, steps, final))
-        rec.task = task
-
-        def done(t: asyncio.Task[None]) -> None:
-            if rec.task is t:
-                rec.task = None
-
-        task.add_done_callback(done)
-        return task
-
-    async def _drive(self, rec: SandboxRecord, steps: list[Step], final: str) -> None:
-        for step in steps:
-            self.store.set_state(rec, step.state)
-            jobs: list[Awaitable[Any]] = []
-            if step.work is not None:
-                jobs.append(step.work())
-            if step.seconds > 0:
-                jobs.append(asyncio.sleep(step.seconds))
-            results = await asyncio.gather(*jobs) if jobs else []
-            failure = results[0] if step.work is not None else None
-            if failure:
-                self.store.set_state(rec, step.fails_to, error_reason=failure)
-                return
-        if final == "destroyed":
-            self.store.set_state(rec, "destroyed")
-            if self.store.forget(rec, rec.gone_reason) is not None:
-                await asyncio.to_thread(self.store.remove_files, rec.id)
-            return
-        self.store.set_state(rec, final)
+        return run_transition(self.store, rec, steps, final)
 
     async def _until_settled(self, rec: SandboxRecord, task: asyncio.Task[None], url: str) -> dict[str, Any] | None:
         """Daytona's ``waitForSandboxStarted``: the started DTO, None on timeout, 400 on error."""
