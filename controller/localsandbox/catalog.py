@@ -25,6 +25,7 @@ from .errors import bad_request, conflict, not_found
 from .faults import FaultInjector
 from .layout import make_skeleton, pools_dir, remove_tree
 from .models import DEFAULT_SNAPSHOTS, DEFAULT_USER, SnapshotRecord, WarmPoolRecord, snapshot_dto, warm_pool_dto
+from .volumes import Volumes
 
 log = logging.getLogger("controller.localsandbox")
 
@@ -41,6 +42,7 @@ class Catalog:
         self.pools: dict[str, WarmPoolRecord] = {}
         self._ready: dict[str, list[str]] = {}
         self._refill: dict[str, asyncio.Task[None]] = {}
+        self.volumes = Volumes(root, org_id)
         now = time.time()
         for name, (cpu, mem, disk) in DEFAULT_SNAPSHOTS.items():
             snap = SnapshotRecord(str(uuid.uuid4()), name, cpu, 0, mem, disk, now, general=True)
@@ -170,6 +172,10 @@ class Catalog:
         self._ready.pop(pool_id, [])
         remove_tree(os.path.join(pools_dir(self._root), pool_id))
 
+    def resolve_volumes(self, volumes: list[dict[str, str]]) -> list[dict[str, str]]:
+        """``resolveVolumes``: the volume mounts with ids resolved (see `volumes`)."""
+        return self.volumes.resolve(volumes) if volumes else []
+
     def has_pool(self, snapshot: str) -> bool:
         """Whether any pool keeps sandboxes warm for `snapshot` (a name)."""
         return any(p.snapshot == snapshot for p in self.pools.values())
@@ -215,3 +221,5 @@ class Catalog:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._refill.clear()
         remove_tree(pools_dir(self._root))
+        await self.volumes.close()
+        remove_tree(self.volumes.dir)

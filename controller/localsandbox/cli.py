@@ -6,9 +6,14 @@ It serves until SIGINT/SIGTERM, then kills every sandbox process and exits 0.
 
 Flags: ``--host`` (127.0.0.1), ``--port`` (0 = a free port), ``--api-key`` (else env
 ``DAYTONA_API_KEY`` or ``LOCALSANDBOX_API_KEY``; required), ``--root`` (default: a temporary
-directory), ``--minute-seconds`` (60), ``--isolation auto|plain|bwrap``, and faults:
-``--latency OP=SECONDS`` and ``--error-rate OP=RATE[:STATUS]`` (repeatable; OP may be ``*``),
-``--rate-limit RATE[:RETRY_AFTER]``, ``--faults JSON`` (the full `faults` format), ``--seed N``.
+directory), ``--minute-seconds`` (60), ``--isolation auto|plain|bwrap``; settings (see
+`settings`): ``--transition-seconds S`` (every transitional state; default 0.05),
+``--transition STATE=SECONDS`` (repeatable), ``--quota-cpu/--quota-memory/--quota-disk N``
+(organisation totals), ``--max-cpu-per-sandbox/--max-memory-per-sandbox/--max-disk-per-sandbox N``,
+``--list-lag SECONDS``, ``--failed-auth LIMIT[:TTL]``, ``--settings JSON`` (the full format);
+and faults: ``--latency OP=SECONDS`` and ``--error-rate OP=RATE[:STATUS]`` (repeatable; OP may
+be ``*``), ``--rate-limit RATE[:RETRY_AFTER]``, ``--faults JSON`` (the full `faults` format),
+``--seed N``.
 
 Does not: read the key from anywhere but its flag and those two variables, or print it.
 """
@@ -26,6 +31,7 @@ from typing import Any
 
 from .faults import parse_error_flag, parse_latency_flag, parse_rate_limit_flag
 from .server import LocalSandboxServer
+from .settings import Settings, merge_settings, parse_transition_flag
 
 
 def add_parser(subparsers: Any, name: str) -> None:
@@ -49,6 +55,19 @@ def add_parser(subparsers: Any, name: str) -> None:
     p.add_argument("--faults", default=None, metavar="JSON", help="full fault settings as JSON")
     p.add_argument("--seed", type=int, default=None, help="seed of the fault RNG")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.add_argument("--transition-seconds", type=float, default=None, metavar="S",
+                   help="seconds every transitional state (creating, stopping, ...) lasts (default 0.05)")
+    p.add_argument("--transition", action="append", default=[], metavar="STATE=SECONDS",
+                   help="seconds one transitional state lasts (repeatable)")
+    for flag, key in (("--quota-cpu", "total_cpu"), ("--quota-memory", "total_memory"), ("--quota-disk", "total_disk"),
+                      ("--max-cpu-per-sandbox", "max_cpu_per_sandbox"),
+                      ("--max-memory-per-sandbox", "max_memory_per_sandbox"),
+                      ("--max-disk-per-sandbox", "max_disk_per_sandbox")):
+        p.add_argument(flag, type=int, default=None, dest=key, metavar="N", help=f"quota {key} (GiB for memory/disk)")
+    p.add_argument("--list-lag", type=float, default=None, metavar="SECONDS", help="how late GET /sandbox sees changes")
+    p.add_argument("--failed-auth", default=None, metavar="LIMIT[:TTL]",
+                   help="answer 429 after LIMIT bad API keys per client within TTL seconds (default 60)")
+    p.add_argument("--settings", default=None, metavar="JSON", help="full server settings as JSON")  # fmt: skip
 
 
 def faults_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,7 +93,32 @@ def faults_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return faults
 
 
-async def _serve(args: argparse.Namespace, api_key: str, faults: dict[str, Any]) -> int:
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings described by the command-line flags (raises ValueError on bad flags)."""
+    settings = merge_settings(Settings(), json.loads(args.settings) if args.settings else None)
+    transitions: dict[str, float] = {}
+    if args.transition_seconds is not None:
+        transitions["*"] = args.transition_seconds
+    for flag in args.transition:
+        state, secs = parse_transition_flag(flag)
+        transitions[state] = secs
+    quota = {k: getattr(args, k) for k in ("total_cpu", "total_memory", "total_disk", "max_cpu_per_sandbox",
+                                           "max_memory_per_sandbox", "max_disk_per_sandbox")
+             if getattr(args, k) is not None}  # fmt: skip
+    extra: dict[str, Any] = {}
+    if transitions:
+        extra["transitions"] = transitions
+    if quota:
+        extra["quota"] = quota
+    if args.list_lag is not None:
+        extra["list_lag"] = args.list_lag
+    if args.failed_auth:
+        limit, _, ttl = args.failed_auth.partition(":")
+        extra["failed_auth"] = {"limit": int(limit), "ttl": float(ttl) if ttl else 60}
+    return merge_settings(settings, extra)
+
+
+async def _serve(args: argparse.Namespace, api_key: str, faults: dict[str, Any], settings: Settings) -> int:
     server = LocalSandboxServer(
         api_key=api_key,
         root=args.root,
@@ -85,6 +129,7 @@ async def _serve(args: argparse.Namespace, api_key: str, faults: dict[str, Any])
         seed=args.seed,
         isolation=args.isolation,
         access_log=args.access_log,
+        settings=settings,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -113,10 +158,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"sandbox-server: bad fault flags: {exc}", file=sys.stderr)
         return 2
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"sandbox-server: bad settings: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO if args.access_log else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")  # fmt: skip
     try:
-        return asyncio.run(_serve(args, api_key, faults))
+        return asyncio.run(_serve(args, api_key, faults, settings))
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"sandbox-server: {exc}", file=sys.stderr)
         return 1

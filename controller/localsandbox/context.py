@@ -1,7 +1,7 @@
 """Shared per-server state handed to request handlers, and small request helpers.
 
-Does: bundle the store, catalog, fault injector, stats and isolation mode of one server in
-a `ServerContext` stored on the aiohttp application; describe routes (`Route`: method, path,
+Does: bundle the store, actions, list index, catalog, fault injector, stats and isolation
+mode of one server in a `ServerContext` stored on the aiohttp application; describe routes (`Route`: method, path,
 operation name, handler); read JSON bodies (400 on malformed JSON); and work out the
 ``toolboxProxyUrl`` to advertise (from the Host the client used, so it is reachable by
 whoever asked).
@@ -18,10 +18,12 @@ from typing import Any
 
 from aiohttp import web
 
+from .actions import Actions
 from .catalog import Catalog
 from .errors import ApiError, bad_request
 from .faults import FaultInjector
 from .isolation import Isolation
+from .listindex import ListIndex
 from .stats import Stats
 from .store import SandboxStore
 
@@ -38,6 +40,8 @@ class ServerContext:
     stats: Stats
     isolation: Isolation
     api_key: str
+    actions: Actions
+    index: ListIndex
 
 
 CONTEXT: web.AppKey[ServerContext] = web.AppKey("localsandbox_context", ServerContext)

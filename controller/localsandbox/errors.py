@@ -3,8 +3,10 @@
 Does: define `ApiError` (raised by handlers, turned into a response by the server
 middleware) and build the bodies Daytona clients expect:
 
-* main API and toolbox-proxy errors: ``{"statusCode": 409, "message": "...", "error": "Conflict"}``
-  (the NestJS shape the Daytona API uses; the SDK reads ``message``);
+* main API and toolbox-proxy errors: ``{"path", "timestamp", "statusCode", "error", "message"}``,
+  the shape Daytona's ``AllExceptionsFilter`` writes (``apps/api/src/filters/all-exceptions.filter.ts``:
+  ``path`` is the request URL with its query string, ``timestamp`` ISO-8601 with milliseconds;
+  the SDK reads ``message``);
 * toolbox daemon errors: the daemon's ``ErrorResponse`` shape with ``code`` and
   ``source="DAYTONA_DAEMON"``, so the SDK raises its finer subclasses
   (``DaytonaGitAuthFailedError``, ``DaytonaProcessExecutionTimeoutError``, ...).
@@ -22,17 +24,31 @@ from typing import Any
 DAEMON_SOURCE = "DAYTONA_DAEMON"
 
 
+# Where Node's http.STATUS_CODES (what Daytona's API writes) names a status differently from Python.
+_NODE_PHRASES = {413: "Payload Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
+                 422: "Unprocessable Entity"}  # fmt: skip
+
+
 def reason_phrase(status: int) -> str:
-    """The HTTP reason phrase for `status` ("Not Found"), or "Error" for unknown codes."""
+    """The HTTP reason phrase for `status` as Node names it ("Not Found"), or "Error" for unknown codes."""
+    if status in _NODE_PHRASES:
+        return _NODE_PHRASES[status]
     try:
         return http.HTTPStatus(status).phrase
     except ValueError:
         return "Error"
 
 
-def api_error_body(status: int, message: str) -> dict[str, Any]:
-    """The main API's error JSON: ``{"statusCode", "message", "error"}``."""
-    return {"statusCode": status, "message": message, "error": reason_phrase(status)}
+def iso_now() -> str:
+    """Now as JavaScript's ``Date.toISOString()`` writes it: ``2025-01-01T00:00:00.000Z``."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def api_error_body(status: int, message: str, path: str) -> dict[str, Any]:
+    """The main API's error JSON: ``{"path", "timestamp", "statusCode", "error", "message"}``."""
+    return {"path": path, "timestamp": iso_now(), "statusCode": status, "error": reason_phrase(status),
+            "message": message}  # fmt: skip
 
 
 def daemon_error_body(status: int, message: str, code: str, path: str, method: str) -> dict[str, Any]:
@@ -82,11 +98,11 @@ class ApiError(Exception):
         self.daemon_code = daemon_code
         self.headers: dict[str, str] = dict(headers or {})
 
-    def body(self, path: str, method: str) -> dict[str, Any]:
-        """The JSON body for this error."""
+    def body(self, url: str, method: str) -> dict[str, Any]:
+        """The JSON body for this error; `url` is the request path with its query string."""
         if self.daemon_code is None:
-            return api_error_body(self.status, self.message)
-        return daemon_error_body(self.status, self.message, self.daemon_code, path, method)
+            return api_error_body(self.status, self.message, url)
+        return daemon_error_body(self.status, self.message, self.daemon_code, url.partition("?")[0], method)
 
 
 def daemon_error(status: int, message: str, code: str | None = None) -> ApiError:
@@ -109,3 +125,11 @@ def not_found(message: str) -> ApiError:
 def conflict(message: str) -> ApiError:
     """A main-API 409."""
     return ApiError(409, message)
+
+
+STATE_CHANGE_IN_PROGRESS = "Sandbox state change in progress"
+
+
+def state_change_in_progress() -> ApiError:
+    """Daytona's ``StateChangeInProgressError``: 409 "Sandbox state change in progress"."""
+    return ApiError(409, STATE_CHANGE_IN_PROGRESS)

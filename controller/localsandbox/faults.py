@@ -7,7 +7,11 @@ the whole set; ``{}`` clears it)::
      "errors":     {"create": {"rate": 0.3, "status": 503}, # fail this share of calls
                     "delete": {"rate": 0.1, "status": 500, "after": true},
                     "start":  {"rate": 0.5, "state": "error"}},
-     "rate_limit": {"rate": 0.2, "retry_after": 1, "ops": ["create"]},  # 429 + Retry-After
+     "rate_limit": {"rate": 0.2, "retry_after": 1, "ops": ["create"]},  # 429 + Retry-After-<name>
+     "state_conflict": {"ops": ["stop"], "seconds": 5},      # 409 state change in progress
+     "quota_exhausted": "cpu",                               # create/start: 400 Total CPU limit exceeded
+     "build_failures": {"count": 1, "reason": "..."},        # the next image build(s) end build_failed
+     "list_lag": 2,                                          # GET /sandbox sees changes 2 s late
      "seed": 7,                                              # reseed the RNG
      "lose": ["<sandbox id or name>", ...]}                  # action, see below
 
@@ -18,21 +22,27 @@ the whole set; ``{}`` clears it)::
   of running the operation, or, with ``"after": true``, *after* running it (the client sees
   an error although the change happened, e.g. a create whose response is lost). For
   ``create`` and ``start``, ``"state": "error"`` instead leaves the sandbox in the ``error``
-  state with an ``errorReason`` (the SDK then raises "entered error state").
-* ``rate_limit`` answers 429 with ``Retry-After`` for that share of calls to ``ops``
-  (default: every operation).
+  state with an ``errorReason``; the create or start request then answers Daytona's 400
+  ``Sandbox failed to start: <reason>`` (``controllers/sandbox.controller.ts``
+  ``waitForSandboxStarted``).
+* ``rate_limit`` answers 429 ``ThrottlerException: Too Many Requests`` for that share of calls
+  to ``ops`` (default: every operation), with the header Daytona's throttler sends:
+  ``Retry-After-sandbox-create``, ``Retry-After-sandbox-lifecycle`` or
+  ``Retry-After-authenticated`` (`ops.throttler_of`). Plain ``Retry-After`` comes only from
+  the failed-auth throttler (settings ``failed_auth``), as in Daytona.
+* ``state_conflict`` answers Daytona's 409 ``Sandbox state change in progress`` to every call
+  to ``ops`` for ``seconds`` after the faults were set (omitted: until they are replaced).
+* ``quota_exhausted`` (``cpu``, ``memory`` or ``disk``) refuses every create and start with
+  Daytona's 400 ``Total ... limit exceeded`` until the faults are replaced.
+* ``build_failures`` makes the next ``count`` image builds end in ``build_failed`` with
+  ``errorReason`` `reason` (``GET /_admin/faults`` shows how many are left).
+* ``list_lag`` overrides the ``list_lag`` setting while set.
 * ``lose`` is not stored: each sandbox named is destroyed at once behind the client's back
   (its process groups SIGKILLed, its directory removed); later calls see 404.
 
-Operation names (the same names key ``GET /_admin/stats`` ``calls``):
-main API ``create get list delete start stop archive labels autostop autoarchive autodelete
-ttl toolbox_url snapshot_list snapshot_get snapshot_create snapshot_delete snapshot_activate
-warm_pool_list warm_pool_create warm_pool_update warm_pool_delete``; toolbox ``exec
-session_create session_list session_get session_delete session_exec command_get
-command_logs command_logs_follow upload download folder_create file_delete file_list
-file_info git_clone home_dir work_dir``; internal (never faulted) ``pool_create`` (latency
-only), ``unknown`` (unmatched routes) and ``socketio`` (the SDK's event channel, answered 404);
-admin ``admin_*`` (never faulted).
+Operation names (the same names key ``GET /_admin/stats`` ``calls``) are listed in `ops`;
+internal ones (never faulted) are ``pool_create`` (latency only), ``unknown`` (unmatched
+routes) and ``socketio`` (the event channel); admin ``admin_*`` are never faulted.
 
 Does not: sleep or build responses; the server middleware applies the `Decision`.
 """
@@ -40,27 +50,16 @@ Does not: sleep or build responses; the server middleware applies the `Decision`
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-MAIN_OPS = frozenset(
-    {
-        "create", "get", "list", "delete", "start", "stop", "archive", "labels", "autostop",
-        "autoarchive", "autodelete", "ttl", "toolbox_url", "snapshot_list", "snapshot_get",
-        "snapshot_create", "snapshot_delete", "snapshot_activate", "warm_pool_list",
-        "warm_pool_create", "warm_pool_update", "warm_pool_delete",
-    }
-)  # fmt: skip
-TOOLBOX_OPS = frozenset(
-    {
-        "exec", "session_create", "session_list", "session_get", "session_delete", "session_exec",
-        "command_get", "command_logs", "command_logs_follow", "upload", "download", "folder_create",
-        "file_delete", "file_list", "file_info", "git_clone", "home_dir", "work_dir",
-    }
-)  # fmt: skip
-INTERNAL_OPS = frozenset({"pool_create", "unknown", "socketio"})
-OPERATIONS = MAIN_OPS | TOOLBOX_OPS | INTERNAL_OPS
+from .ops import INTERNAL_OPS, MAIN_OPS, OPERATIONS, TOOLBOX_OPS, throttler_of
+
+__all__ = ["INTERNAL_OPS", "MAIN_OPS", "OPERATIONS", "TOOLBOX_OPS", "FaultInjector", "Faults", "parse_faults"]
+QUOTA_KINDS = ("cpu", "memory", "disk")
+
 ERROR_STATE_OPS = frozenset({"create", "start"})
 
 
@@ -76,11 +75,27 @@ class ErrorFault:
 
 @dataclass(frozen=True)
 class RateLimitFault:
-    """Answer 429 with ``Retry-After: retry_after`` to `rate` of the calls to `ops`."""
+    """Answer 429 (``Retry-After-<throttler>: retry_after``) to `rate` of the calls to `ops`."""
 
     rate: float
     retry_after: float = 1.0
     ops: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class StateConflictFault:
+    """Answer 409 state change in progress to calls to `ops` for `seconds` (None: while set)."""
+
+    ops: frozenset[str]
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class BuildFault:
+    """The next `count` image builds fail with `reason`."""
+
+    count: int
+    reason: str = "injected fault: image build failed"
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,10 @@ class Faults:
     latency: dict[str, float] = field(default_factory=dict)
     errors: dict[str, ErrorFault] = field(default_factory=dict)
     rate_limit: RateLimitFault | None = None
+    state_conflict: StateConflictFault | None = None
+    quota_exhausted: str | None = None
+    build_failures: BuildFault | None = None
+    list_lag: float | None = None
     seed: int | None = None
 
     def latency_for(self, op: str) -> float:
@@ -117,6 +136,17 @@ class Faults:
             if self.rate_limit.ops is not None:
                 rl["ops"] = sorted(self.rate_limit.ops)
             out["rate_limit"] = rl
+        if self.state_conflict is not None:
+            sc: dict[str, Any] = {"ops": sorted(self.state_conflict.ops)}
+            if self.state_conflict.seconds is not None:
+                sc["seconds"] = self.state_conflict.seconds
+            out["state_conflict"] = sc
+        if self.quota_exhausted is not None:
+            out["quota_exhausted"] = self.quota_exhausted
+        if self.build_failures is not None:
+            out["build_failures"] = {"count": self.build_failures.count, "reason": self.build_failures.reason}
+        if self.list_lag is not None:
+            out["list_lag"] = self.list_lag
         if self.seed is not None:
             out["seed"] = self.seed
         return out
@@ -160,7 +190,8 @@ def parse_faults(obj: Any) -> tuple[Faults, list[str]]:
         return Faults(), []
     if not isinstance(obj, Mapping):
         raise ValueError("faults must be a JSON object")
-    unknown = set(obj) - {"latency", "errors", "rate_limit", "seed", "lose"}
+    unknown = set(obj) - {"latency", "errors", "rate_limit", "state_conflict", "quota_exhausted",
+                          "build_failures", "list_lag", "seed", "lose"}  # fmt: skip
     if unknown:
         raise ValueError(f"unknown fault keys: {sorted(unknown)}")
     latency: dict[str, float] = {}
@@ -189,7 +220,44 @@ def parse_faults(obj: Any) -> tuple[Faults, list[str]]:
     lose = obj.get("lose") or []
     if not isinstance(lose, list) or not all(isinstance(x, str) for x in lose):
         raise ValueError("lose must be a list of sandbox ids or names")
-    return Faults(latency=latency, errors=errors, rate_limit=rate_limit, seed=seed), list(lose)
+    quota = obj.get("quota_exhausted")
+    if quota is not None and quota not in QUOTA_KINDS:
+        raise ValueError(f"quota_exhausted must be one of {', '.join(QUOTA_KINDS)}")
+    lag = obj.get("list_lag")
+    if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int | float) or lag < 0):
+        raise ValueError("list_lag must be a non-negative number of seconds")
+    faults = Faults(
+        latency=latency, errors=errors, rate_limit=rate_limit, seed=seed,
+        state_conflict=_state_conflict(obj.get("state_conflict")), quota_exhausted=quota,
+        build_failures=_build_failures(obj.get("build_failures")), list_lag=float(lag) if lag is not None else None,
+    )  # fmt: skip
+    return faults, list(lose)
+
+
+def _state_conflict(spec: Any) -> StateConflictFault | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("ops"), list) or not spec["ops"]:
+        raise ValueError("state_conflict must be an object with a non-empty list of ops")
+    seconds = spec.get("seconds")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0):
+        raise ValueError("state_conflict.seconds must be a non-negative number")
+    ops = frozenset(_op(o, star=False) for o in spec["ops"])
+    return StateConflictFault(ops=ops, seconds=float(seconds) if seconds is not None else None)
+
+
+def _build_failures(spec: Any) -> BuildFault | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise ValueError("build_failures must be an object {count, reason}")
+    count = spec.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError("build_failures.count must be a non-negative integer")
+    reason = spec.get("reason", BuildFault(0).reason)
+    if not isinstance(reason, str) or not reason:
+        raise ValueError("build_failures.reason must be a non-empty string")
+    return BuildFault(count=count, reason=reason)
 
 
 def parse_latency_flag(text: str) -> tuple[str, float]:
@@ -228,6 +296,8 @@ class Decision:
 
     latency: float = 0.0
     retry_after: float | None = None  # set: answer 429
+    throttler: str = "authenticated"  # names the Retry-After-<throttler> header of the 429
+    conflict: bool = False  # set: answer 409 state change in progress
     error: ErrorFault | None = None
 
 
@@ -237,12 +307,38 @@ class FaultInjector:
     def __init__(self, faults: Faults | None = None, seed: int | None = None) -> None:
         self.faults = faults or Faults()
         self._rng = random.Random(seed if seed is not None else self.faults.seed)
+        self._installed = time.monotonic()
+        self._builds_left = self.faults.build_failures.count if self.faults.build_failures else 0
 
     def replace(self, faults: Faults) -> None:
         """Install new settings; reseeds the RNG when they carry a seed."""
         self.faults = faults
+        self._installed = time.monotonic()
+        self._builds_left = faults.build_failures.count if faults.build_failures else 0
         if faults.seed is not None:
             self._rng = random.Random(faults.seed)
+
+    def current(self) -> Faults:
+        """The settings as they stand now (with the image-build failures still to come)."""
+        bf = self.faults.build_failures
+        if bf is None or bf.count == self._builds_left:
+            return self.faults
+        return replace(self.faults, build_failures=BuildFault(self._builds_left, bf.reason))
+
+    def build_failure(self) -> str | None:
+        """The reason the image build starting now fails, or None (consumes one failure)."""
+        bf = self.faults.build_failures
+        if bf is None or self._builds_left <= 0:
+            return None
+        self._builds_left -= 1
+        return bf.reason
+
+    def conflicting(self, op: str) -> bool:
+        """Whether the ``state_conflict`` fault makes `op` answer 409 now."""
+        sc = self.faults.state_conflict
+        if sc is None or op not in sc.ops:
+            return False
+        return sc.seconds is None or time.monotonic() - self._installed < sc.seconds
 
     def _hit(self, rate: float) -> bool:
         if rate <= 0:
@@ -257,7 +353,9 @@ class FaultInjector:
         latency = 0.0 if op == "create" else f.latency_for(op)  # create spends its own latency
         rl = f.rate_limit
         if rl is not None and (rl.ops is None or op in rl.ops) and self._hit(rl.rate):
-            return Decision(latency=latency, retry_after=rl.retry_after)
+            return Decision(latency=latency, retry_after=rl.retry_after, throttler=throttler_of(op))
+        if self.conflicting(op):
+            return Decision(latency=latency, conflict=True)
         err = f.error_for(op)
         if err is not None and err.state is None and self._hit(err.rate):
             return Decision(latency=latency, error=err)

@@ -167,7 +167,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         try:
             fh = _open_download(root, home, path)
         except ApiError as err:
-            payload = json.dumps(err.body(request.path, request.method)).encode()
+            payload = json.dumps(err.body(request.path_qs, request.method)).encode()
             await resp.write(_part_head(boundary, "error", path, "application/json", len(payload)) + payload + b"\r\n")
             continue
         with fh:

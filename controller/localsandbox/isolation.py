@@ -9,7 +9,7 @@ bash): running a shell command is what the exec/session APIs are for.
 * plain: the command runs on the host as the server's user, in ``<root>/<id>/<cwd>``, with
   ``HOME=<root>/<id>/home/<user>`` and ``TMPDIR=<root>/<id>/tmp``; it sees host paths, so
   in-sandbox absolute paths (``/workspace``) are NOT remapped for it (file APIs do remap).
-  ``networkBlockAll`` is not enforced.
+  Network settings are enforced by `network` (namespaces) where the machine allows it.
 * bwrap: system directories are bound read-only, every top-level entry of the sandbox
   directory is bound at ``/<entry>`` (so ``/home/<user>``, ``/workspace``, ``/tmp`` are the
   sandbox's), PID/IPC/UTS namespaces are private, ``networkBlockAll`` unshares the network.
@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt")
@@ -57,6 +58,7 @@ class LaunchContext:
     env: dict[str, str] = field(default_factory=dict)
     snapshot: str | None = None
     network_block_all: bool = False
+    netwrap: Callable[[list[str]], list[str]] | None = None  # runs argv in the sandbox's network (`network`)
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,25 @@ def _host(root: str, virtual: str) -> str:
     return os.path.join(root, virtual.lstrip("/"))
 
 
-def build_launch(iso: Isolation, ctx: LaunchContext, command: str) -> Launch:
-    """The argv/env/cwd that run `command` in the sandbox described by `ctx`."""
+def build_launch(iso: Isolation, ctx: LaunchContext, command: str | None) -> Launch:
+    """The argv/env/cwd that run `command` in the sandbox described by `ctx` (None: a shell
+    reading its commands from stdin, for sessions)."""
+    return build_argv(iso, ctx, [shell(), "-c", command] if command is not None else [shell()])
+
+
+def build_argv(iso: Isolation, ctx: LaunchContext, run: list[str]) -> Launch:
+    """The argv/env/cwd that run the program `run` (an argv list, no shell) in the sandbox."""
+    launch = _build_argv(iso, ctx, run)
+    if ctx.netwrap is not None:
+        launch = Launch(ctx.netwrap(launch.argv), launch.env, launch.cwd)
+    return launch
+
+
+def _build_argv(iso: Isolation, ctx: LaunchContext, run: list[str]) -> Launch:
     home = home_of(ctx.user)
     if iso.mode != "bwrap" or iso.bwrap is None:
         env = _base_env(ctx, _host(ctx.root, home), os.path.join(ctx.root, "tmp"))
-        return Launch([shell(), "-c", command], env, _host(ctx.root, ctx.cwd))
+        return Launch(run, env, _host(ctx.root, ctx.cwd))
     argv = [iso.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     if ctx.network_block_all:
         argv.append("--unshare-net")
@@ -118,7 +133,7 @@ def build_launch(iso: Isolation, ctx: LaunchContext, command: str) -> Launch:
     for entry in entries:
         if entry not in _RESERVED_TOP and os.path.isdir(os.path.join(ctx.root, entry)):
             argv += ["--bind", os.path.join(ctx.root, entry), "/" + entry]
-    argv += ["--chdir", ctx.cwd, "--", shell(), "-c", command]
+    argv += ["--chdir", ctx.cwd, "--", *run]
     return Launch(argv, _base_env(ctx, home, "/tmp"), ctx.root)  # noqa: S108 - the sandbox's own /tmp
 
 

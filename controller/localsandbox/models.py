@@ -6,24 +6,28 @@ SDK's generated models (`Sandbox`, `SandboxListItem`, `SnapshotDto`, `WarmPool`)
 `ttlMinutes` is stored and echoed as ``autoDestroyAt`` (the Daytona ``Sandbox`` model has no
 ``ttlMinutes`` field).
 
-Does not: do any I/O, keep indexes, or decide state transitions (see `lifecycle`).
+Does not: do any I/O, keep indexes, or decide state transitions (see `states`, `actions`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .errors import bad_request
+from .states import display_state
 
 DEFAULT_USER = "daytona"
 DEFAULT_SNAPSHOT = "daytona-small"
 DEFAULT_AUTO_STOP = 15  # minutes, as in Daytona
 DEFAULT_AUTO_ARCHIVE = 7 * 24 * 60  # minutes
-MAX_AUTO_ARCHIVE = 30 * 24 * 60  # "0 means the maximum interval"
+MAX_AUTO_ARCHIVE = 30 * 24 * 60  # Daytona's maxAutoArchiveInterval (configuration.ts: 43200)
 DEFAULT_AUTO_DELETE = -1  # disabled
+# createFromBuildInfo's defaults (services/sandbox.service.ts DEFAULT_CPU/MEMORY/DISK/GPU)
+IMAGE_DEFAULTS = (1, 1, 3, 0)
 DAEMON_VERSION = "localsandbox"
 
 # (cpu, memory GiB, disk GiB) of the snapshots every server starts with.
@@ -69,9 +73,9 @@ class SandboxRecord:
     gpu: int
     memory: int
     disk: int
-    seq: int
     created_at: float
     created_mono: float
+    seq: int = 0
     public: bool = False
     network_block_all: bool = False
     kvm: bool = False
@@ -84,31 +88,31 @@ class SandboxRecord:
     auto_delete: int = DEFAULT_AUTO_DELETE
     ttl_minutes: int = 0
     volumes: list[dict[str, str]] = field(default_factory=list)
-    state: str = "creating"
+    linked_sandbox_id: str | None = None
+    build_key: str | None = None  # image creates: the build this sandbox runs
+    state: str = "unknown"
+    desired: str = "started"
+    pending: bool = True
     error_reason: str | None = None
     updated_at: float = 0.0
     last_activity_at: float = 0.0
     activity_mono: float = 0.0
-    stopped_mono: float | None = None  # when it last became stopped/archived
+    task: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)  # transition in flight
+    gone_reason: str = "delete"  # why it is being destroyed (stats)
+    build_log: list[str] = field(default_factory=list, repr=False)  # image creates: the build's log lines
 
     def auto_destroy_at(self) -> float | None:
         """Wall-clock time the TTL destroys the sandbox, or None without a TTL."""
         return self.created_at + self.ttl_minutes * 60 if self.ttl_minutes > 0 else None
 
 
-def desired_state(state: str) -> str:
-    """The ``desiredState`` that goes with an actual state."""
-    if state in ("stopping", "stopped"):
-        return "stopped"
-    if state in ("destroying", "destroyed"):
-        return "destroyed"
-    if state in ("archiving", "archived"):
-        return "archived"
-    return "started"
+def sandbox_dto(rec: SandboxRecord, toolbox_url: str, *, listed: bool = False) -> dict[str, Any]:
+    """The full ``Sandbox`` JSON (get, create, start, stop, delete responses).
 
-
-def sandbox_dto(rec: SandboxRecord, toolbox_url: str) -> dict[str, Any]:
-    """The full ``Sandbox`` JSON (get, create, start, stop, delete responses)."""
+    The state is shown as ``SandboxDto.getSandboxState`` shows it (``stopping`` while a
+    started sandbox is being stopped); `listed` keeps the stored state, as the list does
+    (``sandbox-typeorm-search.adapter.ts`` ``mapEntityToDto``).
+    """
     dto: dict[str, Any] = {
         "id": rec.id,
         "organizationId": rec.organization_id,
@@ -125,8 +129,8 @@ def sandbox_dto(rec: SandboxRecord, toolbox_url: str) -> dict[str, Any]:
         "memory": rec.memory,
         "disk": rec.disk,
         "spot": False,
-        "state": rec.state,
-        "desiredState": desired_state(rec.state),
+        "state": rec.state if listed else display_state(rec.state, rec.desired),
+        "desiredState": rec.desired,
         "autoStopInterval": rec.auto_stop,
         "autoPauseInterval": 0,
         "autoArchiveInterval": rec.auto_archive,
@@ -146,9 +150,10 @@ def sandbox_dto(rec: SandboxRecord, toolbox_url: str) -> dict[str, Any]:
         "outboundProxyUrl": rec.outbound_proxy_url,
         "otelEndpointOverride": rec.otel_endpoint_override,
         "errorReason": rec.error_reason,
+        "linkedSandboxId": rec.linked_sandbox_id,
     }
     dto.update({k: v for k, v in optional.items() if v is not None})
-    if rec.state == "error":
+    if rec.state in ("error", "build_failed"):
         dto["recoverable"] = False
     destroy_at = rec.auto_destroy_at()
     if destroy_at is not None:
@@ -158,7 +163,7 @@ def sandbox_dto(rec: SandboxRecord, toolbox_url: str) -> dict[str, Any]:
 
 def sandbox_list_item(rec: SandboxRecord, toolbox_url: str) -> dict[str, Any]:
     """The ``SandboxListItem`` JSON: the full DTO minus what list responses never carry."""
-    return {k: v for k, v in sandbox_dto(rec, toolbox_url).items() if k in LIST_ITEM_KEYS}
+    return {k: v for k, v in sandbox_dto(rec, toolbox_url, listed=True).items() if k in LIST_ITEM_KEYS}
 
 
 @dataclass
@@ -240,7 +245,10 @@ def warm_pool_dto(pool: WarmPoolRecord, snap: SnapshotRecord | None, ready: int,
 
 @dataclass
 class CreateRequest:
-    """A validated ``POST /sandbox`` body (the SDK's ``CreateSandbox`` model)."""
+    """A ``POST /sandbox`` body (the SDK's ``CreateSandbox`` model), type-checked.
+
+    Interval values are kept as sent; `validation` resolves them as Daytona does.
+    """
 
     name: str | None = None
     snapshot: str | None = None
@@ -248,7 +256,7 @@ class CreateRequest:
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     public: bool = False
-    network_block_all: bool = False
+    network_block_all: bool | None = None
     kvm: bool = False
     network_allow_list: str | None = None
     domain_allow_list: str | None = None
@@ -259,13 +267,19 @@ class CreateRequest:
     gpu: int | None = None
     memory: int | None = None
     disk: int | None = None
-    auto_stop: int = DEFAULT_AUTO_STOP
-    auto_archive: int = DEFAULT_AUTO_ARCHIVE
-    auto_delete: int = DEFAULT_AUTO_DELETE
+    gpu_type: list[str] | None = None
+    auto_stop: int | None = None
+    auto_archive: int | None = None
+    auto_delete: int | None = None
     ttl_minutes: int = 0
     volumes: list[dict[str, str]] = field(default_factory=list)
     has_secrets: bool = False
-    from_image: bool = False
+    build_info: dict[str, Any] | None = None
+    linked_sandbox: str | None = None
+
+    def ephemeral(self) -> bool:
+        """Daytona's ``isEphemeral`` on the request: ``autoDeleteInterval`` exactly 0."""
+        return self.auto_delete == 0
 
 
 def _opt(body: dict[str, Any], key: str, kind: type) -> Any:
@@ -298,8 +312,20 @@ def validate_name(name: str) -> str:
     return name
 
 
+def _build_info(body: dict[str, Any]) -> dict[str, Any] | None:
+    info = body.get("buildInfo")
+    if info is None:
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("dockerfileContent"), str):
+        raise bad_request("buildInfo.dockerfileContent must be a string")
+    hashes = info.get("contextHashes") or []
+    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        raise bad_request("buildInfo.contextHashes must be a list of strings")
+    return {"dockerfileContent": info["dockerfileContent"], "contextHashes": list(hashes)}
+
+
 def parse_create_request(body: Any) -> CreateRequest:
-    """Validate a ``CreateSandbox`` JSON body; raises a 400 `ApiError` on bad input."""
+    """Type-check a ``CreateSandbox`` JSON body; raises a 400 `ApiError` on bad input."""
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")
     req = CreateRequest()
@@ -309,31 +335,31 @@ def parse_create_request(body: Any) -> CreateRequest:
         ("snapshot", "snapshot"), ("user", "user"), ("target", "target"),
         ("network_allow_list", "networkAllowList"), ("domain_allow_list", "domainAllowList"),
         ("outbound_proxy_url", "outboundProxyUrl"), ("otel_endpoint_override", "otelEndpointOverride"),
+        ("linked_sandbox", "linkedSandbox"),
     ):  # fmt: skip
         setattr(req, attr, _opt(body, key, str))
-    for attr, key in (("public", "public"), ("network_block_all", "networkBlockAll"), ("kvm", "kvm")):
-        setattr(req, attr, bool(_opt(body, key, bool)))
+    req.public = bool(_opt(body, "public", bool))
+    req.kvm = bool(_opt(body, "kvm", bool))
+    req.network_block_all = _opt(body, "networkBlockAll", bool)
     for attr in ("cpu", "gpu", "memory", "disk"):
         value = _opt(body, attr, int)
         if value is not None and value < 0:
             raise bad_request(f"{attr} must not be negative")
         setattr(req, attr, value)
+    gpu_type = body.get("gpuType")
+    if gpu_type is not None:
+        if not isinstance(gpu_type, list) or not all(isinstance(g, str) for g in gpu_type):
+            raise bad_request("gpuType must be a list of strings")
+        req.gpu_type = list(gpu_type)
     req.env = _str_map(body, "env")
     req.labels = _str_map(body, "labels")
-    for attr, key, minimum in (
-        ("auto_stop", "autoStopInterval", 0),
-        ("auto_archive", "autoArchiveInterval", 0),
-        ("auto_delete", "autoDeleteInterval", None),
-        ("ttl_minutes", "ttlMinutes", 0),
-    ):
-        value = _opt(body, key, int)
-        if value is None:
-            continue
-        if minimum is not None and value < minimum:
-            raise bad_request(f"{key} must be a non-negative integer")
-        setattr(req, attr, value)
-    if req.auto_delete < 0:
-        req.auto_delete = -1
+    for attr, key in (("auto_stop", "autoStopInterval"), ("auto_archive", "autoArchiveInterval"),
+                      ("auto_delete", "autoDeleteInterval")):  # fmt: skip
+        setattr(req, attr, _opt(body, key, int))
+    ttl = _opt(body, "ttlMinutes", int)
+    if ttl is not None and ttl < 0:
+        raise bad_request("ttlMinutes must be a non-negative integer")
+    req.ttl_minutes = ttl or 0
     volumes = body.get("volumes") or []
     if not isinstance(volumes, list) or not all(
         isinstance(v, dict) and isinstance(v.get("volumeId"), str) and isinstance(v.get("mountPath"), str)
@@ -342,5 +368,5 @@ def parse_create_request(body: Any) -> CreateRequest:
         raise bad_request("volumes must be a list of {volumeId, mountPath}")
     req.volumes = [{k: str(v[k]) for k in ("volumeId", "mountPath", "subpath") if k in v} for v in volumes]
     req.has_secrets = bool(body.get("secrets"))
-    req.from_image = body.get("buildInfo") is not None
+    req.build_info = _build_info(body)
     return req

@@ -4,7 +4,9 @@ Does: treat an absolute request path as relative to the sandbox root
 (``/workspace/repo`` -> ``<root>/<id>/workspace/repo``), a relative one as relative to the
 sandbox user's home (``/home/<user>``), and reject paths that climb above the root with
 ``..``, contain NUL bytes or are empty. `ensure_inside` additionally resolves symlinks of the
-existing part of a path, so a link planted inside the sandbox cannot lead file APIs outside.
+existing part of a path, so a link planted inside the sandbox cannot lead file APIs outside;
+the only links it follows out are a sandbox's volume mounts, registered with `allow_mount`
+(a process-wide registry keyed by the sandbox directory, emptied by `forget_mounts`).
 
 Does not: create, read or write anything (only `ensure_inside` looks at the filesystem).
 """
@@ -53,12 +55,30 @@ def resolve(root: str, home: str, path: str) -> tuple[str, str]:
     return virtual, host_path(root, virtual)
 
 
+_MOUNTS: dict[str, set[str]] = {}  # real sandbox directory -> real volume directories mounted in it
+
+
+def allow_mount(root: str, target: str) -> None:
+    """Let paths of the sandbox at `root` lead into the volume directory `target`."""
+    _MOUNTS.setdefault(os.path.realpath(root), set()).add(os.path.realpath(target))
+
+
+def forget_mounts(root: str) -> None:
+    """The sandbox at `root` is gone: forget its mounts."""
+    _MOUNTS.pop(os.path.realpath(root), None)
+
+
+def _within(real: str, base: str) -> bool:
+    return real == base or real.startswith(base + os.sep)
+
+
 def ensure_inside(root: str, host: str) -> None:
-    """Raise a 400 daemon `ApiError` if the existing part of `host` resolves outside `root`."""
+    """Raise a 400 daemon `ApiError` if the existing part of `host` resolves outside `root`
+    (and outside the volumes mounted in it)."""
     real_root = os.path.realpath(root)
     probe = host
     while not os.path.lexists(probe) and probe != root and len(probe) > len(root):
         probe = os.path.dirname(probe)
     real = os.path.realpath(probe)
-    if real != real_root and not real.startswith(real_root + os.sep):
+    if not _within(real, real_root) and not any(_within(real, m) for m in _MOUNTS.get(real_root, ())):
         raise daemon_error(400, "path leads outside the sandbox", "INVALID_FILE_PATH")

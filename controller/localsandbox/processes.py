@@ -1,16 +1,12 @@
-"""The processes of one sandbox: one-shot exec, sessions and their logged commands.
+"""The processes of one sandbox: one-shot exec commands and the sessions (see `sessions`).
 
-Does: start every command as its own process group (``start_new_session``) so it and its
-children can be signalled together; run ``/process/execute`` commands to completion with a
-timeout and a capped combined output; run session commands in the background with stdout and
-stderr appended to an on-disk `logstore` file, recording the exit code when the command ends;
-and signal all groups when the sandbox stops or is destroyed.
-
-A command counts as finished when its main process exits; output still written afterwards by
-background children that kept the pipes open is read for `PIPE_GRACE` seconds more. Exit
-codes of commands killed by a signal are reported shell-style (128 + signal). Sessions are a
-grouping of commands: working directory and exported variables do NOT carry over from one
-session command to the next (each is a fresh ``bash -c``).
+Does: start every ``/process/execute`` command as its own process group (``start_new_session``)
+so it and its children can be signalled together, run it to completion with a timeout and a
+capped combined output; keep the sandbox's `SessionShell`s; and signal everything when the
+sandbox stops (SIGTERM, then SIGKILL) or is destroyed (SIGKILL). A one-shot command counts as
+finished when its main process exits; output still written afterwards by background children
+that kept the pipes open is read for `PIPE_GRACE` seconds more. Exit codes of commands killed
+by a signal are reported shell-style (128 + signal).
 
 Does not: decide where or how to launch (see `isolation`), or speak HTTP.
 """
@@ -22,11 +18,10 @@ import contextlib
 import os
 import signal
 import uuid
-from dataclasses import dataclass, field
 
 from .errors import daemon_error
 from .isolation import Launch
-from .logstore import STDERR, STDOUT, LogWriter, Pulse
+from .sessions import CommandRecord, SessionShell, signal_group
 
 PIPE_GRACE = 0.5
 EXEC_OUTPUT_CAP = 16 * 1024 * 1024
@@ -42,52 +37,23 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-@dataclass
-class CommandRecord:
-    """A session command and where its log lives."""
-
-    id: str
-    command: str
-    session_id: str
-    log_path: str
-    pid: int | None = None
-    exit_code: int | None = None
-    kill_reason: str | None = None  # why the server killed it (stop, delete, session deleted)
-    pulse: Pulse = field(default_factory=Pulse)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def to_json(self) -> dict[str, object]:
-        """The toolbox ``Command`` JSON (``exitCode`` is null while running)."""
-        return {"id": self.id, "command": self.command, "exitCode": self.exit_code}
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Signal a process group; False if it no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class SandboxProcesses:
     """Process groups, sessions and commands of one sandbox."""
 
     def __init__(self, log_dir: str) -> None:
         self.log_dir = log_dir
-        self.sessions: dict[str, list[str]] = {}
+        self.sessions: dict[str, SessionShell] = {}
         self.commands: dict[str, CommandRecord] = {}
         self.groups: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.interpreters: dict[str, object] = {}  # interpreter contexts (see `interpreter`)
+        self.ptys: dict[str, object] = {}  # terminals (see `pty`)
 
-    async def _spawn(self, launch: Launch, *, merge_stderr: bool) -> asyncio.subprocess.Process:
-        self.groups = {g for g in self.groups if _signal_group(g, 0)}
+    async def _spawn(self, launch: Launch, *, merge_stderr: bool, stdin: bool = False) -> asyncio.subprocess.Process:
+        self.groups = {g for g in self.groups if signal_group(g, 0)}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
                 cwd=launch.cwd,
@@ -99,9 +65,14 @@ class SandboxProcesses:
         self.groups.add(proc.pid)
         return proc
 
-    async def execute(self, launch: Launch, timeout: float | None) -> tuple[int, str]:
-        """Run to completion; (exit status, combined output). Raises `ExecTimeout`."""
-        proc = await self._spawn(launch, merge_stderr=True)
+    async def execute(self, launch: Launch, timeout: float | None, stdin: bytes | None = None) -> tuple[int, str]:
+        """Run to completion (fed `stdin`); (exit status, combined output). Raises `ExecTimeout`."""
+        proc = await self._spawn(launch, merge_stderr=True, stdin=stdin is not None)
+        if stdin is not None and proc.stdin is not None:
+            proc.stdin.write(stdin)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await proc.stdin.drain()
+            proc.stdin.close()
         buf = bytearray()
 
         async def read() -> None:
@@ -115,7 +86,7 @@ class SandboxProcesses:
         try:
             returncode = await asyncio.wait_for(proc.wait(), timeout) if timeout else await proc.wait()
         except TimeoutError:
-            _signal_group(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
             raise ExecTimeout from None
         finally:
@@ -126,106 +97,84 @@ class SandboxProcesses:
                     await reader
         return exit_status(returncode), bytes(buf).decode("utf-8", "replace")
 
-    def create_session(self, session_id: str) -> None:
-        """Register a session; 409 if it exists."""
+    async def create_session(self, session_id: str, launch: Launch) -> SessionShell:
+        """Start a session shell; 409 if the session exists."""
         if session_id in self.sessions:
-            raise daemon_error(409, f"session {session_id} already exists", "CONFLICT")
-        self.sessions[session_id] = []
+            raise daemon_error(409, "session already exists", "CONFLICT")
+        shell = SessionShell(session_id, os.path.join(self.log_dir, "sessions", session_id))
+        self.sessions[session_id] = shell
+        try:
+            await shell.start(launch)
+        except BaseException:
+            del self.sessions[session_id]
+            raise
+        return shell
+
+    def session(self, session_id: str) -> SessionShell:
+        """A session; 404 if unknown."""
+        shell = self.sessions.get(session_id)
+        if shell is None:
+            raise daemon_error(404, "session not found")
+        return shell
 
     def session_json(self, session_id: str) -> dict[str, object]:
         """The toolbox ``Session`` JSON; 404 for an unknown session."""
-        if session_id not in self.sessions:
-            raise daemon_error(404, f"session {session_id} not found")
-        cmds = [self.commands[c].to_json() for c in self.sessions[session_id] if c in self.commands]
-        return {"sessionId": session_id, "commands": cmds}
+        shell = self.session(session_id)
+        return {"sessionId": session_id, "commands": [c.to_json() for c in shell.commands.values()]}
 
-    def delete_session(self, session_id: str) -> None:
-        """Kill the session's running commands and forget it; 404 if unknown."""
-        if session_id not in self.sessions:
-            raise daemon_error(404, f"session {session_id} not found")
-        for cid in self.sessions.pop(session_id):
-            cmd = self.commands.get(cid)
-            if cmd is not None and cmd.pid is not None and not cmd.done.is_set():
-                cmd.kill_reason = "session deleted"
-                _signal_group(cmd.pid, signal.SIGKILL)
+    async def delete_session(self, session_id: str) -> None:
+        """Terminate the session's process group and forget it; 404 if unknown."""
+        shell = self.sessions.pop(session_id, None)
+        if shell is None:
+            raise daemon_error(404, "session not found")
+        for cid in shell.commands:
+            self.commands.pop(cid, None)
+        await shell.terminate("session deleted")
 
     def command(self, session_id: str, command_id: str) -> CommandRecord:
         """A command of a session; 404 if either is unknown."""
-        if session_id not in self.sessions:
-            raise daemon_error(404, f"session {session_id} not found")
-        cmd = self.commands.get(command_id)
-        if cmd is None or cmd.session_id != session_id:
-            raise daemon_error(404, f"command {command_id} not found", "PROCESS_NOT_FOUND")
+        shell = self.session(session_id)
+        cmd = shell.commands.get(command_id)
+        if cmd is None:
+            raise daemon_error(404, "command not found", "PROCESS_NOT_FOUND")
         return cmd
 
-    async def start_command(self, launch: Launch, session_id: str, command: str) -> CommandRecord:
-        """Start a session command in the background, logging to disk."""
-        if session_id not in self.sessions:
-            raise daemon_error(404, f"session {session_id} not found")
+    async def start_command(self, session_id: str, command: str, *, run_async: bool,
+                            suppress_echo: bool = False) -> CommandRecord:  # fmt: skip
+        """Queue a command in a session shell (see `SessionShell.execute`)."""
+        shell = self.session(session_id)
         os.makedirs(self.log_dir, exist_ok=True)
-        cid = str(uuid.uuid4())
-        cmd = CommandRecord(cid, command, session_id, os.path.join(self.log_dir, f"{cid}.log"))
-        writer = LogWriter(cmd.log_path)
-        try:
-            proc = await self._spawn(launch, merge_stderr=False)
-        except BaseException:
-            writer.close()
-            raise
-        cmd.pid = proc.pid
-        self.commands[cid] = cmd
-        self.sessions[session_id].append(cid)
-        task = asyncio.create_task(self._supervise(cmd, proc, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        log_path = os.path.join(self.log_dir, f"{uuid.uuid4()}.log")
+        cmd = await shell.execute(command, log_path, run_async=run_async, suppress_echo=suppress_echo)
+        self.commands[cmd.id] = cmd
         return cmd
-
-    async def _supervise(self, cmd: CommandRecord, proc: asyncio.subprocess.Process, writer: LogWriter) -> None:
-        async def pump(stream: asyncio.StreamReader | None, kind: int) -> None:
-            assert stream is not None
-            while chunk := await stream.read(_CHUNK):
-                writer.append(kind, chunk)
-                cmd.pulse.fire()
-
-        pumps = {asyncio.create_task(pump(proc.stdout, STDOUT)), asyncio.create_task(pump(proc.stderr, STDERR))}
-        returncode: int | None = None
-        try:
-            returncode = await proc.wait()
-            _, pending = await asyncio.wait(pumps, timeout=PIPE_GRACE)
-            pumps = set(pending)
-        finally:
-            for p in pumps:
-                p.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            writer.close()
-            cmd.exit_code = exit_status(returncode) if returncode is not None else 137
-            cmd.done.set()
-            cmd.pulse.fire()
 
     def kill_all(self, reason: str, sig: int = signal.SIGKILL) -> None:
-        """Signal every process group of the sandbox; running commands record `reason`."""
-        for cmd in self.commands.values():
-            if not cmd.done.is_set() and cmd.kill_reason is None:
-                cmd.kill_reason = reason
+        """Signal every process group of the sandbox; running session commands record `reason`."""
+        for shell in self.sessions.values():
+            shell.mark_killed(reason)
+            shell.signal(sig)
         for pgid in list(self.groups):
-            if not _signal_group(pgid, sig):
+            if not signal_group(pgid, sig):
                 self.groups.discard(pgid)
 
     async def terminate_all(self, reason: str, grace: float) -> None:
-        """SIGTERM every group, wait up to `grace` seconds for commands to end, then SIGKILL."""
+        """SIGTERM every group, wait up to `grace` seconds for them to end, then SIGKILL."""
         self.kill_all(reason, signal.SIGTERM)
-        running = [c.done.wait() for c in self.commands.values() if not c.done.is_set()]
+        running = [s.proc.wait() for s in self.sessions.values() if s.proc is not None and s.alive]
         if running:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*running), grace)
         self.kill_all(reason, signal.SIGKILL)
+        shells = list(self.sessions.values())
         self.sessions.clear()
         self.commands.clear()
+        self.interpreters.clear()
+        self.ptys.clear()
+        await asyncio.gather(*(s.close() for s in shells), return_exceptions=True)
 
     async def close(self) -> None:
         """SIGKILL everything and wait (briefly) for the supervisors to notice."""
         self.kill_all("sandbox destroyed")
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=2.0)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        shells = list(self.sessions.values())
+        await asyncio.gather(*(s.close() for s in shells), return_exceptions=True)

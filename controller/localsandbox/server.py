@@ -8,16 +8,17 @@ Usage::
         ...
         srv.stats(); srv.set_faults({...}); srv.lose("sandbox-name")
 
-Does: assemble the aiohttp application (main API under ``/api``, toolbox under
-``/toolbox/{id}``, admin under ``/_admin``) behind one middleware that, in order,
-authenticates (``Authorization: Bearer <key>``, else 401 in the API error shape; the SDK's
-Socket.IO endpoint ``/api/socket.io/`` is answered 404 before authentication, since the SDK
-authenticates inside the Socket.IO handshake and treats the 404 as "no events, poll"), counts the
-call under its operation name, applies injected faults (latency, 429 + Retry-After, errors
-before or after the operation), turns `ApiError`/unknown routes/crashes into JSON errors,
-and finally hands every response to the optional `response_observer` (tests use it to
-validate bodies against the SDK's generated models). It probes the isolation mode once at
-start and logs it (never the API key).
+Does: assemble the aiohttp application (main API under ``/api``, the Socket.IO gateway at
+``/api/socket.io/`` (see `events`), toolbox under ``/toolbox/{id}``, admin under ``/_admin``)
+behind one middleware that, in order, authenticates (``Authorization: Bearer <key>``, else 401
+in the API error shape; with the ``failed_auth`` setting, too many bad keys from one client
+answer 429 with a plain ``Retry-After``, as Daytona's failed-auth throttler does; the Socket.IO
+endpoint authenticates inside its handshake instead), counts the call under its operation name,
+applies injected faults (latency, 429 + ``Retry-After-<throttler>``, 409 state change in
+progress, errors before or after the operation), turns `ApiError`/unknown routes/crashes into
+JSON errors in Daytona's shape, and finally hands every response to the optional
+`response_observer` (tests use it to validate bodies against the SDK's generated models). It
+probes the isolation mode once at start and logs it (never the API key).
 
 Does not: import anything from the rest of ``controller`` or from the Daytona SDK.
 """
@@ -37,21 +38,31 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from . import admin, api, files, toolbox
+from . import admin, api, catalog_api, coderun, fileops, files, gitops, interpreter, pty, toolbox
+from .actions import Actions
 from .catalog import Catalog
 from .context import CONTEXT, Handler, Route, ServerContext
-from .errors import ApiError, api_error_body
+from .errors import ApiError, api_error_body, state_change_in_progress
+from .events import PATH as SOCKETIO_PATH
+from .events import EventGateway
 from .faults import INTERNAL_OPS, FaultInjector, Faults
 from .isolation import Isolation, choose_isolation
 from .layout import remove_tree
+from .listindex import ListIndex
+from .network import Network
+from .network import probe as network_probe
+from .settings import Settings, merge_settings
 from .stats import Stats
 from .store import SandboxStore
+from .throttle import FailedAuthTracker
 
 log = logging.getLogger("controller.localsandbox")
 
 T = TypeVar("T")
 DEFAULT_ORG = "00000000-0000-4000-8000-000000000000"
-ALL_ROUTES: list[Route] = [*api.ROUTES, *toolbox.ROUTES, *files.ROUTES, *admin.ROUTES]
+ALL_ROUTES: list[Route] = [*api.ROUTES, *catalog_api.ROUTES, *toolbox.ROUTES, *coderun.ROUTES, *interpreter.ROUTES,
+                           *files.ROUTES, *fileops.ROUTES, *gitops.ROUTES,
+                           *pty.ROUTES, *admin.ROUTES]
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,7 @@ def _retry_after(seconds: float) -> str:
 
 
 def _error_response(err: ApiError, request: web.Request) -> web.Response:
-    resp = web.json_response(err.body(request.path, request.method), status=err.status)
+    resp = web.json_response(err.body(request.path_qs, request.method), status=err.status)
     resp.headers.update(err.headers)
     return resp
 
@@ -86,10 +97,9 @@ class _Middleware:
         self._c = c
         self._ops = ops
         self._observer = observer
+        self._failed_auth = FailedAuthTracker()
 
     def op_of(self, request: web.Request) -> str:
-        if request.path.startswith("/api/socket.io"):
-            return "socketio"
         op = self._ops.get(id(request.match_info.route), "unknown")
         if op == "command_logs" and request.query.get("follow", "").lower() == "true":
             return "command_logs_follow"
@@ -100,12 +110,17 @@ class _Middleware:
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._c.api_key.encode())
 
     async def _guarded(self, request: web.Request, handler: Handler, op: str) -> web.StreamResponse:
-        if op == "socketio":  # the SDK authenticates inside Socket.IO, not with a header
+        if op == "socketio":  # the SDKs authenticate inside the Socket.IO handshake, not with a header
             self._c.stats.call(op)
-            raise ApiError(404, f"Cannot {request.method} {request.path}")
+            return await handler(request)
         if not self._authorized(request):
             self._c.stats.bump("unauthorized")
-            raise ApiError(401, "Unauthorized: a valid 'Authorization: Bearer <api key>' header is required")
+            limit = self._c.store.settings.failed_auth
+            blocked = self._failed_auth.failed(request.remote or "", limit) if limit else None
+            if blocked is not None:
+                self._c.stats.bump("rate_limited")
+                raise ApiError(429, "ThrottlerException: Too Many Requests", headers=blocked)
+            raise ApiError(401, "Unauthorized")
         self._c.stats.call(op)
         decision = self._c.faults.decide(op) if op not in INTERNAL_OPS else None
         if decision is not None:
@@ -113,8 +128,12 @@ class _Middleware:
                 await asyncio.sleep(decision.latency)
             if decision.retry_after is not None:
                 self._c.stats.bump("rate_limited")
+                header = f"Retry-After-{decision.throttler}"
                 raise ApiError(429, "ThrottlerException: Too Many Requests",
-                               headers={"Retry-After": _retry_after(decision.retry_after)})  # fmt: skip
+                               headers={header: _retry_after(decision.retry_after)})  # fmt: skip
+            if decision.conflict:
+                self._c.stats.bump("errors_injected")
+                raise state_change_in_progress()
             if decision.error is not None and not decision.error.after:
                 self._c.stats.bump("errors_injected")
                 raise ApiError(decision.error.status, f"injected fault: {op} failed")
@@ -137,10 +156,10 @@ class _Middleware:
             if exc.status < 400:
                 raise
             message = f"Cannot {request.method} {request.path}" if exc.status in (404, 405) else exc.reason
-            resp = web.json_response(api_error_body(exc.status, message), status=exc.status)
+            resp = web.json_response(api_error_body(exc.status, message, request.path_qs), status=exc.status)
         except Exception:
             log.exception("localsandbox: %s %s failed", request.method, request.path)
-            resp = web.json_response(api_error_body(500, "Internal server error"), status=500)
+            resp = web.json_response(api_error_body(500, "An unexpected error occurred.", request.path_qs), status=500)
         if self._observer is not None:
             self._observe(request, op, resp)
         return resp
@@ -161,13 +180,14 @@ class _Middleware:
             log.exception("localsandbox: response observer failed")
 
 
-def build_app(c: ServerContext, observer: ResponseObserver | None = None) -> web.Application:
+def build_app(c: ServerContext, events: EventGateway, observer: ResponseObserver | None = None) -> web.Application:
     """The aiohttp application serving every route for context `c`."""
     ops: dict[int, str] = {}
     mw = _Middleware(c, ops, observer)
     app = web.Application(middlewares=[mw.__call__], client_max_size=64 * 1024 * 1024)
     app[CONTEXT] = c
-    for route in ALL_ROUTES:
+    socketio_routes = [Route(m, SOCKETIO_PATH, "socketio", events.sio.handle_request) for m in ("GET", "POST")]
+    for route in [*socketio_routes, *ALL_ROUTES]:
         registered = app.router.add_route(route.method, route.path, route.handler)
         ops[id(registered)] = route.op
     return app
@@ -206,9 +226,11 @@ class LocalSandboxServer:
         organization_id: str = DEFAULT_ORG,
         target: str = "local",
         access_log: bool = False,
+        settings: Mapping[str, Any] | Settings | None = None,
     ) -> None:
         if minute_seconds <= 0:
             raise ValueError("minute_seconds must be positive")
+        self._settings = settings if isinstance(settings, Settings) else merge_settings(Settings(), settings)
         self.api_key = api_key or secrets.token_urlsafe(24)
         self.host = host
         self.port = port
@@ -223,6 +245,7 @@ class LocalSandboxServer:
         self._access_log = access_log
         self._runner: web.AppRunner | None = None
         self._ctx: ServerContext | None = None
+        self._events: EventGateway | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.root = ""
         self.isolation: Isolation | None = None
@@ -237,16 +260,22 @@ class LocalSandboxServer:
         injector = FaultInjector(seed=self._seed)
         stats = Stats()
         catalog = Catalog(self.root, self._org, self._target, injector)
+        network = Network(await asyncio.to_thread(network_probe), os.path.join(self.root, ".network"))
         store = SandboxStore(self.root, minute_seconds=self.minute_seconds, isolation=self.isolation,
                              faults=injector, stats=stats, catalog=catalog, org_id=self._org,
-                             target=self._target)  # fmt: skip
-        self._ctx = ServerContext(store, catalog, injector, stats, self.isolation, self.api_key)
+                             target=self._target, settings=self._settings, network=network)  # fmt: skip
+        actions = Actions(store, catalog, lambda: f"{self.base_url}/dashboard")
+        index = ListIndex(store.records, lambda: injector.faults.list_lag if injector.faults.list_lag is not None
+                          else store.settings.list_lag)  # fmt: skip
+        self._events = EventGateway(self.api_key)
+        store.listeners += [index.on_change, self._events.on_change]
+        self._ctx = ServerContext(store, catalog, injector, stats, self.isolation, self.api_key, actions, index)
         if self._initial_faults is not None:
             if isinstance(self._initial_faults, Faults):
                 injector.replace(self._initial_faults)
             else:
                 admin.apply_faults(self._ctx, dict(self._initial_faults))
-        app = build_app(self._ctx, self._observer)
+        app = build_app(self._ctx, self._events, self._observer)
         self._runner = web.AppRunner(app, access_log=log if self._access_log else None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -254,10 +283,13 @@ class LocalSandboxServer:
         addresses = self._runner.addresses
         self.port = int(addresses[0][1])
         store.start_timers()
-        log.info("localsandbox: serving %s (%s, root %s)", self.api_url, self.isolation.describe(), self.root)
+        log.info("localsandbox: serving %s (%s, network=%s, root %s)", self.api_url, self.isolation.describe(),
+                 network.mode, self.root)  # fmt: skip
 
     async def stop(self) -> None:
         """Kill every sandbox process, stop serving, remove what the server created."""
+        if self._events is not None:
+            await self._events.close()
         if self._ctx is not None:
             await self._ctx.store.close()
             await self._ctx.catalog.close()
@@ -339,7 +371,16 @@ class LocalSandboxServer:
 
     def faults(self) -> dict[str, Any]:
         """The current fault settings."""
-        return self._on_loop(lambda: self._context().faults.faults.to_json())
+        return self._on_loop(lambda: self._context().faults.current().to_json())
+
+    def set_settings(self, settings: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Merge settings (JSON form of `settings`, or keyword arguments); returns them all."""
+        spec = {**dict(settings or {}), **kwargs}
+        return self._on_loop(lambda: admin.apply_settings(self._context(), spec))
+
+    def settings(self) -> dict[str, Any]:
+        """The current settings."""
+        return self._on_loop(lambda: self._context().store.settings.to_json())
 
     def lose(self, sandbox_id_or_name: str) -> bool:
         """Destroy a sandbox behind the client's back; False if there is no such sandbox.

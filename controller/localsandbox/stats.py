@@ -22,7 +22,7 @@ class Stats:
     _COUNTERS = (
         "sandboxes_created", "sandboxes_deleted", "lost", "auto_stopped", "auto_archived",
         "auto_deleted", "ttl_expired", "errors_injected", "rate_limited", "unauthorized",
-        "pool_hits", "pool_misses", "commands_started",
+        "pool_hits", "pool_misses", "commands_started", "images_built", "builds_failed",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -51,10 +51,14 @@ class Stats:
         self.alive += 1
         self.max_alive = max(self.max_alive, self.alive)
 
-    def sandbox_gone(self) -> None:
-        """A sandbox was destroyed, whatever the cause."""
+    _GONE_COUNTERS = {"auto_delete": "auto_deleted", "ttl": "ttl_expired", "lost": "lost"}
+
+    def sandbox_gone(self, reason: str = "delete") -> None:
+        """A sandbox was destroyed (`reason`: delete, auto_delete, ttl, lost, shutdown, ...)."""
         self.counters["sandboxes_deleted"] += 1
         self.alive -= 1
+        if reason in self._GONE_COUNTERS:
+            self.counters[self._GONE_COUNTERS[reason]] += 1
 
     def reset(self) -> None:
         """Zero every counter; `alive` is a gauge and stays, `max_alive` restarts from it."""

@@ -38,8 +38,10 @@ from .errors import daemon_error
 from .gitclone import clone
 from .isolation import build_launch
 from .logstore import STDOUT, read_records, read_snapshot
+from .models import DAEMON_VERSION
 from .paths import ensure_inside, resolve
-from .processes import CommandRecord, ExecTimeout
+from .processes import ExecTimeout
+from .sessions import CommandRecord
 
 PREFIX = "/toolbox/{sandbox}"
 STDOUT_PREFIX = b"\x01\x01\x01"
@@ -83,12 +85,14 @@ async def execute(request: web.Request) -> web.StreamResponse:
 
 
 async def session_create(request: web.Request) -> web.StreamResponse:
-    _, procs = ctx(request).store.running(request.match_info["sandbox"])
+    c = ctx(request)
+    rec, procs = c.store.running(request.match_info["sandbox"])
     body = await json_body(request)
     sid = body.get("sessionId") if isinstance(body, dict) else None
-    if not isinstance(sid, str) or not sid or "/" in sid:
+    if not isinstance(sid, str) or not sid or "/" in sid or sid in (".", ".."):
         raise daemon_error(400, "sessionId is required")
-    procs.create_session(sid)
+    launch = build_launch(c.isolation, c.store.launch_context(rec, c.store.home(rec)), None)
+    await procs.create_session(sid, launch)
     return web.Response(status=201)
 
 
@@ -104,24 +108,29 @@ async def session_get(request: web.Request) -> web.StreamResponse:
 
 async def session_delete(request: web.Request) -> web.StreamResponse:
     _, procs = ctx(request).store.running(request.match_info["sandbox"])
-    procs.delete_session(request.match_info["session"])
+    await procs.delete_session(request.match_info["session"])
     return web.Response(status=204)
 
 
 async def session_exec(request: web.Request) -> web.StreamResponse:
     c = ctx(request)
-    rec, procs = c.store.running(request.match_info["sandbox"])
+    _, procs = c.store.running(request.match_info["sandbox"])
     body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("command"), str):
         raise daemon_error(400, "command is required")
     run_async = bool(body.get("runAsync") or body.get("async"))
-    home = c.store.home(rec)
-    launch = build_launch(c.isolation, c.store.launch_context(rec, home), body["command"])
-    cmd = await procs.start_command(launch, request.match_info["session"], body["command"])
+    cmd = await procs.start_command(request.match_info["session"], body["command"], run_async=run_async,
+                                    suppress_echo=bool(body.get("suppressInputEcho")))  # fmt: skip
     c.stats.bump("commands_started")
     if run_async:
         return json_response({"cmdId": cmd.id}, status=202)
-    await cmd.done.wait()
+    shell = procs.session(request.match_info["session"])
+    waits = {asyncio.ensure_future(cmd.done.wait()), asyncio.ensure_future(shell.closed.wait())}
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if not cmd.done.is_set():
+        raise daemon_error(400, "session cancelled")
     output, stdout, stderr = await asyncio.to_thread(read_snapshot, cmd.log_path)
     return json_response(
         {"cmdId": cmd.id, "exitCode": cmd.exit_code, "output": output, "stdout": stdout, "stderr": stderr}
@@ -135,6 +144,18 @@ def _command(request: web.Request) -> CommandRecord:
 
 async def command_get(request: web.Request) -> web.StreamResponse:
     return json_response(_command(request).to_json())
+
+
+async def command_input(request: web.Request) -> web.StreamResponse:
+    """``SendInput``: feed a running asynchronous command's stdin (204)."""
+    _, procs = ctx(request).store.running(request.match_info["sandbox"])
+    body = await json_body(request)
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, str):
+        raise daemon_error(400, "data is required", "INVALID_REQUEST_BODY")
+    cmd = procs.command(request.match_info["session"], request.match_info["command"])
+    procs.session(request.match_info["session"]).send_input(cmd, data)
+    return web.Response(status=204)
 
 
 async def command_logs(request: web.Request) -> web.StreamResponse:
@@ -208,6 +229,11 @@ async def home_dir(request: web.Request) -> web.StreamResponse:
     return json_response({"dir": c.store.home(rec)})
 
 
+async def version(request: web.Request) -> web.StreamResponse:
+    ctx(request).store.running(request.match_info["sandbox"])
+    return json_response({"version": DAEMON_VERSION})
+
+
 ROUTES: list[Route] = [
     Route("POST", PREFIX + "/process/execute", "exec", execute),
     Route("POST", PREFIX + "/process/session", "session_create", session_create),
@@ -217,7 +243,9 @@ ROUTES: list[Route] = [
     Route("POST", PREFIX + "/process/session/{session}/exec", "session_exec", session_exec),
     Route("GET", PREFIX + "/process/session/{session}/command/{command}", "command_get", command_get),
     Route("GET", PREFIX + "/process/session/{session}/command/{command}/logs", "command_logs", command_logs),
+    Route("POST", PREFIX + "/process/session/{session}/command/{command}/input", "command_input", command_input),
     Route("POST", PREFIX + "/git/clone", "git_clone", git_clone),
     Route("GET", PREFIX + "/user-home-dir", "home_dir", home_dir),
     Route("GET", PREFIX + "/work-dir", "work_dir", home_dir),
+    Route("GET", PREFIX + "/version", "version", version),
 ]

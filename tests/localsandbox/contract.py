@@ -9,9 +9,10 @@ status), parses it with ``Model.from_dict`` and additionally requires that
 * no key is unknown to the model at any depth (the SDK would park it in
   ``additional_properties``: a sign the emulator drifted from the API).
 
-Error responses must be the API shape ``{statusCode, message, error}`` or, from the toolbox,
-the daemon's ``ErrorResponse``. Failures are recorded, not raised, so the server keeps
-serving; the autouse fixture fails the test that produced them.
+Error responses must be the API shape ``{path, timestamp, statusCode, error, message}`` (Daytona's
+``AllExceptionsFilter``) or, from the toolbox, the daemon's ``ErrorResponse``. Failures are
+recorded, not raised, so the server keeps serving; the autouse fixture fails the test that
+produced them.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ from controller.localsandbox.faults import MAIN_OPS, TOOLBOX_OPS
 
 EMPTY = "empty"
 STREAM = "stream"
+STRINGS = "strings"  # a JSON object of strings (no generated model: {"message": ...}, {"version": ...})
 
 # op -> (is a JSON list, model) or EMPTY / STREAM
 SUCCESS: dict[str, Any] = {
     **{op: (False, api.Sandbox) for op in (
-        "create", "get", "delete", "start", "stop", "archive", "autostop", "autoarchive", "autodelete", "ttl")},
+        "create", "get", "delete", "start", "stop", "archive", "autostop", "autoarchive", "autodelete", "ttl",
+        "network_settings", "public")},
+    "socketio": STREAM,
     "list": (False, api.ListSandboxesResponse),
     "labels": (False, api.SandboxLabels),
     "toolbox_url": (False, api.ToolboxProxyUrl),
@@ -63,8 +67,36 @@ SUCCESS: dict[str, Any] = {
     "git_clone": EMPTY,
     "home_dir": (False, tb.UserHomeDirResponse),
     "work_dir": (False, tb.WorkDirResponse),
+    "version": STRINGS,
+    "build_logs_url": (False, api.Url),
+    "build_logs": STREAM,
+    "volume_list": (True, api.VolumeDto),
+    **{op: (False, api.VolumeDto) for op in ("volume_create", "volume_get", "volume_get_by_name")},
+    "volume_delete": EMPTY,
+    "code_run": (False, tb.CodeRunResponse),
+    "command_input": EMPTY,
+    "file_download": STREAM,
+    "file_find": (True, tb.Match),
+    "file_search": (False, tb.SearchFilesResponse),
+    "file_replace": (True, tb.ReplaceResult),
+    **{op: EMPTY for op in ("file_move", "file_permissions", "file_upload", "git_add", "git_checkout", "git_pull",
+                            "git_push", "git_branch_create", "git_branch_delete")},
+    "git_commit": (False, tb.GitCommitResponse),
+    "git_status": (False, tb.GitStatus),
+    "git_branches": (False, tb.ListBranchResponse),
+    "interpreter_context_create": (False, tb.InterpreterContext),
+    "interpreter_context_list": (False, tb.ListContextsResponse),
+    "interpreter_context_delete": STRINGS,
+    "interpreter_execute": STREAM,
+    "pty_create": (False, tb.PtyCreateResponse),
+    "pty_list": (False, tb.PtyListResponse),
+    "pty_get": (False, tb.PtySessionInfo),
+    "pty_resize": (False, tb.PtySessionInfo),
+    "pty_delete": STRINGS,
+    "pty_connect": STREAM,
+    "pty_create_connect": STREAM,
 }
-API_ERROR_KEYS = {"statusCode", "message", "error"}
+API_ERROR_KEYS = {"path", "timestamp", "statusCode", "error", "message"}
 
 
 def drift(model_cls: type[BaseModel], body: Any, where: str = "$") -> list[str]:
@@ -116,6 +148,9 @@ def check(resp: ObservedResponse) -> list[str]:
         return [] if resp.streamed else [f"{where}: expected a streamed response"]
     if expected == EMPTY:
         return [] if not resp.raw else [f"{where}: expected an empty body, got {resp.raw[:80]!r}"]
+    if expected == STRINGS:
+        ok = isinstance(resp.body, dict) and resp.body and all(isinstance(v, str) for v in resp.body.values())
+        return [] if ok else [f"{where}: expected a JSON object of strings"]
     is_list, model = expected
     if resp.content_type != "application/json":
         return [f"{where}: content type {resp.content_type}"]

@@ -69,17 +69,25 @@ async def serve(root: Path, *flags: str) -> AsyncIterator[Served]:
     assert KEY not in err.decode()
 
 
-async def test_cli_handshake_fault_flags_and_shutdown(tmp_path: Path) -> None:
+async def test_cli_handshake_fault_and_setting_flags_and_shutdown(tmp_path: Path) -> None:
     async with serve(tmp_path, "--latency", "create=0.3", "--latency", "*=0.01",
-                     "--error-rate", "get=1:503", "--seed", "3") as served:
+                     "--error-rate", "list=1:503", "--seed", "3", "--transition-seconds", "0",
+                     "--transition", "stopping=0.2", "--quota-cpu", "2", "--max-memory-per-sandbox", "4",
+                     "--list-lag", "0.5", "--failed-auth", "5:30") as served:
         faults = await served.admin("/_admin/faults")
         assert faults["latency"] == {"create": 0.3, "*": 0.01}
+        settings = await served.admin("/_admin/settings")
+        assert settings["transitions"]["stopping"] == 0.2
+        assert settings["transitions"]["creating"] == 0
+        assert settings["quota"]["total_cpu"] == 2
+        assert settings["quota"]["max_memory_per_sandbox"] == 4
+        assert (settings["list_lag"], settings["failed_auth"]) == (0.5, {"limit": 5, "ttl": 30})
         async with AsyncDaytona(DaytonaConfig(api_url=served.api_url, api_key=KEY)) as d:
             started = time.monotonic()
             sandbox = await d.create(CreateSandboxFromSnapshotParams(name="cli"))
             assert time.monotonic() - started >= 0.3
             with pytest.raises(DaytonaServiceUnavailableError):
-                await d.get("cli")
+                [s async for s in d.list()]
             assert (await sandbox.process.exec("echo ok")).result == "ok\n"
         assert (tmp_path / sandbox.id).is_dir()
     assert os.listdir(tmp_path) == []  # sandboxes and logs removed on shutdown

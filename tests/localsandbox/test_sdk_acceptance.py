@@ -46,13 +46,14 @@ async def test_operator_journey(server: LocalSandboxServer, daytona: AsyncDayton
     labels = {"suite": "acceptance", "run": run}
     name = f"acceptance-{run}"
 
-    # create with name, labels and env: answered `started`, so the SDK does not poll
+    # create with name, labels and env: like Daytona's, the create request returns once the sandbox
+    # has started but answers it as inserted (`creating`), so the SDK refreshes it once
     gets_before = server.stats()["calls"].get("get", 0)
     sandbox = await daytona.create(
         CreateSandboxFromSnapshotParams(name=name, labels=labels, env_vars={"GREETING": "hello"}, auto_stop_interval=0)
     )
     assert sandbox.state == SandboxState.STARTED
-    assert server.stats()["calls"].get("get", 0) == gets_before
+    assert server.stats()["calls"].get("get", 0) == gets_before + 1
     assert server.stats()["creates_by_name"][name] == 1
 
     # get by name
@@ -93,7 +94,7 @@ async def test_operator_journey(server: LocalSandboxServer, daytona: AsyncDayton
         "cat input.txt; echo \"greeting=$GREETING\"; "
         f"for i in $(seq 1 {TICKS}); do echo \"tick $i\"; "
         "if [ $((i % 20)) -eq 0 ]; then echo \"warn $i\" >&2; fi; sleep 1; done; "
-        "echo \"all $i ticks\" > result.txt; exit 7"
+        "echo \"all $i ticks\" > result.txt; (exit 7)"  # a plain `exit` would end the session shell itself
     )
     started = time.monotonic()
     cmd = await sandbox.process.execute_session_command("agent", SessionExecuteRequest(command=script, run_async=True))

@@ -65,7 +65,7 @@ async def test_sessions_sync_async_and_delete(server: LocalSandboxServer, sandbo
     with pytest.raises(DaytonaError):
         await sandbox.process.create_session("one")
     sync = await sandbox.process.execute_session_command(
-        "one", SessionExecuteRequest(command="echo out; echo err >&2; exit 3", run_async=False)
+        "one", SessionExecuteRequest(command="echo out; echo err >&2; (exit 3)", run_async=False)
     )
     assert (sync.exit_code, sync.stdout, sync.stderr) == (3, "out\n", "err\n")
     long = await sandbox.process.execute_session_command("one", SessionExecuteRequest(command="sleep 100",
