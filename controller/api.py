@@ -173,6 +173,7 @@ class Reason(StrEnum):
     CREATED = "Created"
     SUSPENDED = "Suspended"
     QUOTA_EXCEEDED = "QuotaExceeded"
+    BUDGET_EXCEEDED = "BudgetExceeded"
     ADMITTED = "Admitted"
     PROVISIONING = "Provisioning"
     SANDBOX_CREATED = "SandboxCreated"

@@ -125,7 +125,7 @@ MCP_CONFIG_FILE = "mcp.json"
 GIT_TOKEN_FILE = "git-token"  # noqa: S105 - a file name; the runner reads it at every use (refreshable)
 
 
-def agent_json(task: AgentTask, *, deadline: dt.datetime | None) -> dict[str, Any]:
+def agent_json(task: AgentTask, *, deadline: dt.datetime | None, max_cost_usd: float | None = None) -> dict[str, Any]:
     """task.json `agent`: the argv (None: the runner's default, Claude Code), its options and when
     the runner must stop it (`deadline`: a little before the task's own, so that the result is
     written before the operator's deadline hits)."""
@@ -133,7 +133,9 @@ def agent_json(task: AgentTask, *, deadline: dt.datetime | None) -> dict[str, An
     doc: dict[str, Any] = {"command": list(agent.command) if agent.command else None,
                            "workingDir": agent.working_dir}
     options: dict[str, Any] = {
-        "model": agent.model, "maxTurns": agent.max_turns, "maxCostUsd": agent.max_cost_usd,
+        "model": agent.model, "maxTurns": agent.max_turns,
+        "maxCostUsd": min(c for c in (agent.max_cost_usd, max_cost_usd) if c is not None)
+        if agent.max_cost_usd is not None or max_cost_usd is not None else None,
         "allowedTools": list(agent.allowed_tools) if agent.allowed_tools is not None else None,
         "disallowedTools": list(agent.disallowed_tools) or None,
         "appendSystemPrompt": agent.append_system_prompt,
@@ -155,7 +157,7 @@ def runner_deadline(limit: dt.datetime | None, *, deadline_seconds: int) -> dt.d
 
 
 def task_json(task: AgentTask, *, attempt: int, settings: Settings,
-              deadline: dt.datetime | None = None) -> dict[str, Any]:
+              deadline: dt.datetime | None = None, max_cost_usd: float | None = None) -> dict[str, Any]:
     spec = task.spec
     github = github_repo(spec.repository.url) if settings.github_api_url else None
     return {
@@ -166,7 +168,7 @@ def task_json(task: AgentTask, *, attempt: int, settings: Settings,
         "issue": None if spec.issue is None else {
             "number": spec.issue.number, "title": spec.issue.title, "url": spec.issue.url,
             "author": spec.issue.author},
-        "agent": agent_json(task, deadline=deadline),
+        "agent": agent_json(task, deadline=deadline, max_cost_usd=max_cost_usd),
         "pullRequest": {"create": spec.pull_request.create, "draft": spec.pull_request.draft,
                         "branchPrefix": spec.pull_request.branch_prefix},
         "github": None if github is None else {"owner": github[0], "repo": github[1]},
@@ -175,15 +177,15 @@ def task_json(task: AgentTask, *, attempt: int, settings: Settings,
 
 def context_files(task: AgentTask, *, attempt: int, settings: Settings, runner: bytes,
                   env: Mapping[str, str], git_token: str | None = None, mcp_config: str | None = None,
-                  deadline: dt.datetime | None = None) -> dict[str, bytes]:
+                  deadline: dt.datetime | None = None, max_cost_usd: float | None = None) -> dict[str, bytes]:
     """Every file of the task context. Secrets travel in env.json (read and deleted by the runner)
     and in the token file (`git-token`, re-uploaded when the token is refreshed); the MCP
     configuration, which may hold secrets too, in `mcp.json`."""
     ctx = settings.context_dir
     files = {
         f"{ctx}/env.json": json.dumps(dict(env)).encode(),
-        f"{ctx}/task.json": json.dumps(task_json(task, attempt=attempt, settings=settings, deadline=deadline),
-                                       indent=2).encode(),
+        f"{ctx}/task.json": json.dumps(task_json(task, attempt=attempt, settings=settings, deadline=deadline,
+                                                 max_cost_usd=max_cost_usd), indent=2).encode(),
         f"{ctx}/issue.md": issue_text(task),
         f"{ctx}/prompt.md": prompt_text(task),
         f"{ctx}/runner.pyz": runner,

@@ -8,6 +8,8 @@ never in module globals, so two operators in one process (tests) cannot see each
   queue, operator health, runner zipapp), the scrape-time metrics and the HTTP server.
 - `slots` (index): which tasks hold an admission slot or wait for one; complete before any
   supervisor starts, so admission after a restart never exceeds the limit.
+- `task_uses`, `quotas` (indexes) and `quota_status` (timer): AgentTaskQuotas, what tasks used,
+  and the quotas' status (used and remaining).
 - `task_views` (index): the status page's rows; phase counts for /metrics are computed from it
   at scrape time.
 - `supervise` (daemon): one per AgentTask that needs supervision.
@@ -37,6 +39,9 @@ from .health import Health
 from .httpserver import HttpServer
 from .kube import Kube
 from .liveness import Liveness
+from .quota import Quota, Use
+from .quota import report as quota_report
+from .quotabook import QuotaBook, task_use
 from .retry import RetryPolicy
 from .runner.pack import build_zipapp
 from .runtime import Runtime
@@ -47,6 +52,8 @@ from .supervisor import Supervisor
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 FINALIZER = "agenttask.io/sandbox-cleanup"
+QUOTA_PLURAL = "agenttaskquotas"
+QUOTA_STATUS_SECONDS = 10.0
 SlotIndex = kopf.Index[tuple[str, str], tuple[bool, Waiting | None]]
 
 
@@ -145,10 +152,12 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, memo: Any, 
         target=cfg.daytona_target, request_timeout=cfg.daytona_request_timeout_seconds,
         policy=RetryPolicy(base=min(cfg.retry_base_seconds, 1.0), cap=8.0, attempts=cfg.daytona_retries + 1),
         health=health)
-    queue = AdmissionQueue(limit=cfg.max_active_sandboxes, per_namespace=cfg.max_active_per_namespace)
+    book = QuotaBook(kwargs["quotas"], kwargs["task_uses"])
+    queue = AdmissionQueue(limit=cfg.max_active_sandboxes, per_namespace=cfg.max_active_per_namespace,
+                           groups_of=book.groups_of)
     github = app.github = integration.configure(cfg, kube=kube)  # None: GitHub not configured
     metrics.ADMISSION_LIMIT.set(cfg.max_active_sandboxes)
-    rt = app.runtime = Runtime(settings=cfg, kube=kube, sandboxes=sandboxes, queue=queue, health=health,
+    rt = app.runtime = Runtime(settings=cfg, kube=kube, sandboxes=sandboxes, queue=queue, health=health, quotas=book,
                                runner=build_zipapp(), post_event=_post_event,
                                on_transition=github.on_transition if github else None,
                                refresh_credentials=github.refresh_credentials if github else None)
@@ -209,12 +218,41 @@ async def slots(body: kopf.Body, namespace: str | None, name: str,
     """Async on purpose: indexers then run on the event loop, never in executor threads."""
     task = AgentTask.from_body(body)
     key = (namespace or "", name)
+    created = task.metadata.creation_timestamp or dt.datetime.now(dt.UTC)
+    item = Waiting(key=key, created=created, uid=task.metadata.uid, requester=task.spec.audit.requested_by or "")
     if _holds_slot(task):
-        return {key: (True, None)}
+        return {key: (True, item)}
     if task.status.phase in (None, Phase.PENDING, Phase.QUEUED) and not task.spec.suspend:
-        created = task.metadata.creation_timestamp or dt.datetime.now(dt.UTC)
-        return {key: (False, Waiting(key=key, created=created, uid=task.metadata.uid))}
+        return {key: (False, item)}
     return {}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def task_uses(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[tuple[str, str], Use]:
+    """What each task used, for the AgentTaskQuota windows (`quotabook.py`)."""
+    task = AgentTask.from_body(body)
+    return {(namespace or "", name): task_use(task, holds_slot=_holds_slot(task))}
+
+
+@kopf.index(GROUP, VERSION, QUOTA_PLURAL)
+async def quotas(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[tuple[str, str], Quota]:
+    """The AgentTaskQuotas in force (`quota.py`)."""
+    return {(namespace or "", name): Quota.from_body(body)}
+
+
+@kopf.timer(GROUP, VERSION, QUOTA_PLURAL, id="usage", interval=QUOTA_STATUS_SECONDS, initial_delay=1.0)
+async def quota_status(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+    """Write what the capped tasks used (and what is left) into the quota's status, when it changed."""
+    rt = app_of(memo).runtime
+    if rt is None:
+        return
+    quota_ = Quota.from_body(body)
+    usage = quota_report(quota_, rt.quotas.uses(), rt.clock())
+    status = body.get("status") or {}
+    if status.get("usage") != usage or status.get("observedGeneration") != quota_.generation:
+        patch.status["usage"] = usage
+        patch.status["observedGeneration"] = quota_.generation
+        patch.status["updateTime"] = rt.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -226,11 +264,12 @@ async def task_views(body: kopf.Body, namespace: str | None, name: str,
 
 
 def _seed(queue: AdmissionQueue, index: SlotIndex) -> None:
-    holding, waiting = [], []
+    holding: list[tuple[tuple[str, str], str]] = []
+    waiting: list[Waiting] = []
     for key, entries in index.items():
         for holds, item in entries:
             if holds:
-                holding.append(key)
+                holding.append((key, item.requester if item is not None else ""))
             elif item is not None:
                 waiting.append(item)
     queue.seed(holding, waiting)
@@ -252,7 +291,7 @@ async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger
     _seed(rt.queue, kwargs["slots"])
     task = AgentTask.from_body(body)
     if _holds_slot(task):
-        rt.queue.holds((task.metadata.namespace, task.metadata.name))
+        rt.queue.holds((task.metadata.namespace, task.metadata.name), task.spec.audit.requested_by or "")
     app = app_of(memo)
     key = (task.metadata.namespace, task.metadata.name)
     supervisor = Supervisor(rt, body=body, logger=logger, on_step=app.liveness.beat)

@@ -89,6 +89,10 @@ class Admission:
     position: int | None = None
     queued: int | None = None
     limit_message: str = ""
+    reason: str = "QuotaExceeded"
+    """Why it waits: QuotaExceeded (a concurrency limit) or BudgetExceeded (an AgentTaskQuota window)."""
+    retry_after: float | None = None
+    """When to look again (a budget window frees up then); None: the queue's own recheck."""
 
 
 @dataclass(frozen=True)
@@ -369,9 +373,10 @@ def _admit(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -
     if admission is None or not admission.admitted:
         position = admission.position if admission else None
         message = admission.limit_message if admission else "waiting for admission"
-        b.phase(Phase.QUEUED, Reason.QUOTA_EXCEEDED, message)
+        b.phase(Phase.QUEUED, admission.reason if admission else Reason.QUOTA_EXCEEDED, message)
         b.set(queue_position=position)
-        return Decision(status=b.build(), requeue_after=queue_recheck(position, config))
+        wait = admission.retry_after if admission and admission.retry_after is not None else None
+        return Decision(status=b.build(), requeue_after=wait if wait is not None else queue_recheck(position, config))
     # admitted: one write says so and records the intent to create the first sandbox
     attempt = 1
     name = sandbox_name(task.metadata.uid, attempt)

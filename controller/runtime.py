@@ -17,6 +17,7 @@ from .admission import AdmissionQueue
 from .api import AgentTask, AgentTaskStatus
 from .health import Health
 from .kube import Kube
+from .quotabook import QuotaBook
 from .sandboxes import Sandboxes
 from .settings import Settings
 from .warmpool import PoolClaims
@@ -55,6 +56,7 @@ class Runtime:
     health: Health = field(default_factory=Health)
     config: plan.PlanConfig = field(init=False)
     pools: PoolClaims = field(default_factory=PoolClaims)
+    quotas: QuotaBook = field(default_factory=QuotaBook)
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     on_transition: TransitionHook | None = None
     refresh_credentials: CredentialsHook | None = None

@@ -260,8 +260,7 @@ class Supervisor:
         if phase in (None, Phase.PENDING, Phase.QUEUED):
             if task.spec.suspend:
                 return plan.Observation()
-            created = task.metadata.creation_timestamp or rt.clock()
-            admission = rt.queue.request(Waiting(key=self.key, created=created, uid=task.metadata.uid))
+            admission = self._request_slot(task)
             if admission.granted:  # logged in the same breath as the grant: the log order is the admission order
                 self.logger.info("admitted to a sandbox slot (%d/%d active)", rt.queue.active, rt.queue.limit)
             return plan.Observation(admission=admission)
@@ -270,8 +269,7 @@ class Supervisor:
             sandbox = self.seen = await rt.sandboxes.find(plan.sandbox_name(task.metadata.uid, attempt))
             resume: plan.Admission | None = None
             if not task.spec.suspend:  # resuming needs a slot again
-                created = task.metadata.creation_timestamp or rt.clock()
-                resume = rt.queue.request(Waiting(key=self.key, created=created, uid=task.metadata.uid))
+                resume = self._request_slot(task)
             return plan.Observation(sandbox=rt.sandboxes.observe(sandbox) if sandbox is not None else None,
                                     admission=resume)
         if phase.terminal:
@@ -302,6 +300,20 @@ class Supervisor:
         return plan.Observation(sandbox=sandbox_obs, command=command, session_exists=exists, result=result,
                                 log_tail=log_tail, last_log_write=self.last_log_write,
                                 agent_started=started[1] if started and command and command.id == started[0] else None)
+
+    def _request_slot(self, task: AgentTask) -> plan.Admission:
+        """Ask for a sandbox slot: first the AgentTaskQuota windows of the task's namespace (a task
+        over its budget does not even queue, so it holds up nobody), then the FCFS queue with its
+        global, per-namespace and quota-group limits."""
+        rt = self.rt
+        requester = task.spec.audit.requested_by or ""
+        block = rt.quotas.budget(namespace=task.metadata.namespace, requester=requester, now=rt.clock())
+        if block is not None:
+            rt.queue.release(self.key)  # leave the queue while over budget
+            return plan.Admission(admitted=False, limit_message=block.message, reason=block.reason,
+                                  retry_after=block.retry_after)
+        created = task.metadata.creation_timestamp or rt.clock()
+        return rt.queue.request(Waiting(key=self.key, created=created, uid=task.metadata.uid, requester=requester))
 
     async def _final_logs(self, follower: LogFollower, sandbox: Any, sid: str, cid: str) -> None:
         """The command exited: its stream ends by itself; only if it does not (a broken stream)
@@ -393,10 +405,12 @@ class Supervisor:
             secrets = await taskenv.resolve(rt.kube, task, rt.settings)
             limit = plan.deadline(task, rt.config)
             seconds = task.spec.active_deadline_seconds or rt.settings.default_active_deadline_seconds
+            cap = rt.quotas.cost_cap(namespace=task.metadata.namespace, requester=task.spec.audit.requested_by or "")
             files = context.context_files(task, attempt=action.attempt, settings=rt.settings, runner=rt.runner,
                                           env=secrets.env, git_token=secrets.git_token,
                                           mcp_config=secrets.mcp_config,
-                                          deadline=context.runner_deadline(limit, deadline_seconds=seconds))
+                                          deadline=context.runner_deadline(limit, deadline_seconds=seconds),
+                                          max_cost_usd=cap)
             self.uploaded_token = secrets.git_token
             await rt.sandboxes.upload(sandbox, files)
             await self._clone(task, sandbox)

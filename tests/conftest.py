@@ -21,6 +21,7 @@ from controller.devcluster.cluster import _alive
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "agenttask.yaml"
+QUOTA_CRD = ROOT / "crds" / "agenttaskquota.yaml"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -68,8 +69,9 @@ def kubectl(controlplane: DevCluster) -> Kubectl:
 
 @pytest.fixture(scope="session")
 def crd(kubectl: Kubectl) -> Path:
-    kubectl("apply", "--server-side", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/agenttasks.agenttask.io")
+    kubectl("apply", "--server-side", "-f", str(CRD), "-f", str(QUOTA_CRD))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/agenttasks.agenttask.io",
+            "crd/agenttaskquotas.agenttask.io")
     return CRD
 
 

@@ -37,7 +37,8 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_chart_ships_the_exact_crd() -> None:
-    assert (CHART / "crds" / "agenttask.yaml").read_bytes() == (ROOT / "crds" / "agenttask.yaml").read_bytes()
+    for crd in ("agenttask.yaml", "agenttaskquota.yaml"):
+        assert (CHART / "crds" / crd).read_bytes() == (ROOT / "crds" / crd).read_bytes()
 
 
 def test_lint_is_clean_with_default_values_and_with_every_option(helm: Path) -> None:

@@ -150,3 +150,32 @@ def test_a_permission_denial_is_visible_in_the_status(
     denials = task["status"]["result"]["agent"]["permissionDenials"]
     assert [d["tool"] for d in denials] == ["Bash"], task["status"]
     assert "unittest" in denials[0]["input"]
+
+
+def test_a_quotas_per_task_cost_cap_stops_the_agent_mid_run(
+    operator: Operator, kubectl: Kubectl, namespace: str, tmp_path: Path, loop: LoopThread, claude_bin: Path,
+) -> None:
+    import json
+
+    from tests.fakes.anthropic import Usage
+
+    register_secret(API_KEY)
+    model_key(kubectl, namespace, API_KEY)
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "agenttask.io/v1alpha1", "kind": "AgentTaskQuota", "metadata": {"name": "cheap"},
+        "spec": {"maxCostUsdPerTask": 0.05}}))
+    _, url = make_repo(tmp_path, files={**TESTS, "src/app.py": APP})
+    expensive = Usage(input_tokens=20_000, output_tokens=500)  # ~ $0.09 a turn at list prices
+    api = fake(loop, [use("Bash", command="echo one", description="one", usage=expensive),
+                      use("Bash", command="echo two", description="two", usage=expensive),
+                      use("Bash", command="echo three", description="three", usage=expensive),
+                      say("done", usage=expensive)])
+    try:
+        create_task(kubectl, namespace, "capped", spec(url, api, claude_bin))
+        task = wait_phase(kubectl, namespace, "capped", {"Failed", "Succeeded"}, timeout=180)
+    finally:
+        loop.run(api.__aexit__(None, None, None))
+    status = task["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "LimitReached", status
+    assert len(api.message_requests()) < 4  # stopped before the script ran out
+    assert status["usage"]["costUsd"] > 0.05 * 0.5

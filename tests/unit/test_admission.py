@@ -49,7 +49,7 @@ def test_older_waiting_task_is_not_overtaken_after_restart() -> None:
 
 def test_seeded_holders_count_against_the_limit() -> None:
     queue = AdmissionQueue(limit=2)
-    queue.seed(holding=[("a", "x"), ("b", "y")], waiting=[])
+    queue.seed(holding=[(("a", "x"), ""), (("b", "y"), "")], waiting=[])
     assert not queue.request(w("c", "z", 1)).admitted
 
 
@@ -66,3 +66,21 @@ async def test_release_wakes_only_the_waiters_that_may_be_admitted() -> None:
     assert asyncio.get_running_loop().time() - started >= 0.19
     assert not queue.request(younger).admitted
     assert queue.request(older).admitted
+
+
+def test_a_quota_group_cap_blocks_only_its_own_group() -> None:
+    caps = {"alice": [("q/alice", 1, "team")], "bob": [("q/bob", 1, "team")]}
+
+    def groups_of(_ns: str, requester: str) -> list[tuple[str, int, str]]:
+        return caps.get(requester, [])
+
+    queue = AdmissionQueue(limit=10, groups_of=groups_of)
+    alice1, alice2, bob1 = (Waiting(key=("a", n), created=T0 + dt.timedelta(seconds=i), uid=n, requester=r)
+                            for i, (n, r) in enumerate([("al1", "alice"), ("al2", "alice"), ("bo1", "bob")]))
+    assert queue.request(alice1).admitted
+    blocked = queue.request(alice2)
+    assert not blocked.admitted and "AgentTaskQuota team: 1 of 1 concurrent tasks of requester alice" in \
+        blocked.limit_message
+    assert queue.request(bob1).admitted  # the older alice2 waits on her own cap, not on bob's
+    queue.release(alice1.key)
+    assert queue.request(alice2).admitted

@@ -64,6 +64,14 @@ app.kubernetes.io/part-of: agenttask-operator
 - apiGroups: [agenttask.io]
   resources: [agenttasks/status]
   verbs: [patch]
+# AgentTaskQuotas: kopf lists/watches them (admission caps) and the operator writes their status
+# (used and remaining).
+- apiGroups: [agenttask.io]
+  resources: [agenttaskquotas]
+  verbs: [get, list, watch]
+- apiGroups: [agenttask.io]
+  resources: [agenttaskquotas/status]
+  verbs: [patch]
 # Kubernetes events on every phase change (kopf.event -> core/v1 events).
 - apiGroups: [""]
   resources: [events]
