@@ -21,13 +21,14 @@ from typing import Any, cast
 
 import kopf
 
-from . import maintenance, metrics, plan
+from . import login, maintenance, metrics, plan  # login: registers @kopf.on.login
 from .admission import AdmissionQueue, Waiting
 from .api import GROUP, PLURAL, VERSION, AgentTask, Phase
 from .errors import Fatal, Retryable
 from .github import integration
 from .httpserver import HttpServer
 from .kube import Kube
+from .readiness import Readiness
 from .runner.pack import build_zipapp
 from .sandboxes import LABEL_INSTANCE, LABEL_UID, Sandboxes
 from .settings import Settings
@@ -92,7 +93,9 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, **kwargs: A
                                 on_transition=github.on_transition if github else None)
     _state["maintenance"] = asyncio.create_task(maintenance.run_forever(_state["runtime"], priority=priority),
                                                 name="agenttask-maintenance")
-    server = HttpServer(host=cfg.http_host, port=cfg.http_port, ready=lambda: "runtime" in _state)
+    readiness = _state["readiness"] = Readiness(configured=lambda: "runtime" in _state, namespaces=cfg.namespaces)
+    login.on_login(readiness.use)  # /readyz probes the API with the connection kopf logs in with
+    server = HttpServer(host=cfg.http_host, port=cfg.http_port, ready=readiness.check)
     server.add_routes([*status_routes(kwargs["task_views"]), *(github.routes() if github else [])])
     await server.start()
     _state["http"] = server
@@ -107,6 +110,9 @@ async def shutdown(**_: Any) -> None:
     server: HttpServer | None = _state.pop("http", None)
     if server is not None:
         await server.stop()
+    readiness: Readiness | None = _state.pop("readiness", None)
+    if readiness is not None:
+        await readiness.close()
     rt: Runtime | None = _state.pop("runtime", None)
     if rt is not None:
         await rt.sandboxes.close()
