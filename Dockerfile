@@ -3,12 +3,18 @@
 #
 #   docker build -t agenttask-operator:dev .
 #
+#   agenttask images build operator     (podman, local Debian bases; see docs/images.md)
+#
 # Two stages: `build` turns the source into a wheel and installs it with its pinned runtime
-# dependencies (constraints.txt; no dev extras) into a virtualenv; the final stage copies only
-# that virtualenv. tests/chart/test_install.py replays the two RUN steps of the build stage in a
-# temporary virtualenv, so keep each as one command over /src, /wheels and /opt/venv.
+# dependencies (constraints.txt; no dev extras) into a virtualenv that has no pip of its own (the
+# build stage's pip installs into it); the final stage copies only that virtualenv.
+# tests/chart/test_install.py replays the two RUN steps of the build stage in a temporary
+# virtualenv, so keep each as one command over /src, /wheels and /opt/venv.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# the final stage's base: the same image by default; `agenttask images build` passes a smaller
+# one with the same Python and no pip, venv or apt (controller/images/bases.py)
+ARG RUNTIME_IMAGE=${PYTHON_IMAGE}
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -19,10 +25,11 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY controller ./controller
 # 1. the operator wheel (the package only; setuptools comes from PyPI in pip's isolated build env)
 RUN python -m pip wheel --no-deps --wheel-dir /wheels /src
-# 2. a virtualenv with that wheel and its runtime dependencies at the versions pinned in constraints.txt
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-compile --constraint /src/constraints.txt /wheels/*.whl
+# 2. a virtualenv without pip, holding that wheel and its runtime dependencies at the versions
+#    pinned in constraints.txt
+RUN python -m venv --without-pip /opt/venv && python -m pip --python /opt/venv/bin/python install --no-compile --constraint /src/constraints.txt /wheels/*.whl
 
-FROM ${PYTHON_IMAGE}
+FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="agenttask-operator" \
       org.opencontainers.image.description="Kubernetes operator running AI coding agents on GitHub issues in Daytona sandboxes" \
       org.opencontainers.image.licenses="Apache-2.0"
