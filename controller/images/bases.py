@@ -5,8 +5,9 @@ The Dockerfiles default to registry images (`python:3.11-slim-bookworm`, `node:2
 Debian bookworm root file system from the host's Debian mirror, imported into the project's
 podman (`podman.py`) and tagged by a hash of everything that made it, so it is built once:
 
-- `python-build`: minbase + python3, venv and pip: the build stages (wheels, virtualenv, runner);
-- `python-runtime`: only the Essential packages + python3, ca-certificates and passwd (useradd):
+- `python-build`: minbase + python3 (also as `python`), venv and pip: the build stages (wheels, virtualenv, runner);
+- `python-runtime`: only the Essential packages + python3 (also as `python`, which the virtualenv
+  links to), ca-certificates and passwd (useradd):
   the operator's final stage, with no pip, no venv tooling and no apt;
 - `debian`: minbase (apt, for the agent image's `apt-get install`);
 - `node`: minbase + Debian's nodejs and npm: only the stage that fetches Claude Code from npm.
@@ -58,11 +59,15 @@ class BaseSpec:
     variant: str
     include: tuple[str, ...]
     cmd: tuple[str, ...]
+    exclude: tuple[str, ...] = ()  # more dpkg path filters
 
 
 BASES: dict[str, BaseSpec] = {b.name: b for b in (
-    BaseSpec("python-build", "minbase", ("python3", "python3-venv", "python3-pip", "ca-certificates"), ("python3",)),
-    BaseSpec("python-runtime", "essential", ("python3", "ca-certificates", "passwd"), ("python3",)),
+    BaseSpec("python-build", "minbase", ("python3", "python-is-python3", "python3-venv", "python3-pip", "ca-certificates"),
+             ("python3",)),
+    # glibc's iconv modules (8 MB): Python's codecs do not use them
+    BaseSpec("python-runtime", "essential", ("python3", "python-is-python3", "ca-certificates", "passwd"), ("python3",),
+             ("path-exclude=/usr/lib/*/gconv/*", "path-include=/usr/lib/*/gconv/gconv-modules*")),
     BaseSpec("debian", "minbase", (), ("bash",)),
     BaseSpec("node", "minbase", ("nodejs", "npm", "ca-certificates"), ("node",)),
 )}
@@ -118,7 +123,7 @@ def mmdebstrap_argv(spec: BaseSpec, *, mirrors: Iterable[str], target: Path, mer
         argv.append(f"--include={','.join(spec.include)}")
     if merged_usr_hooks is not None:
         argv.append(f"--hook-dir={merged_usr_hooks}")
-    argv += [f"--dpkgopt={opt}" for opt in TRIM]
+    argv += [f"--dpkgopt={opt}" for opt in (*TRIM, *spec.exclude)]
     return [*argv, SUITE, str(target), *mirrors]
 
 
