@@ -5,11 +5,11 @@
 #
 #   agenttask images build operator     (podman, local Debian bases; see docs/images.md)
 #
-# Two stages: `build` turns the source into a wheel and installs it with its pinned runtime
-# dependencies (constraints.txt; no dev extras) into a virtualenv that has no pip of its own (the
-# build stage's pip installs into it); the final stage copies only that virtualenv.
-# tests/chart/test_install.py replays the two RUN steps of the build stage in a temporary
-# virtualenv, so keep each as one command over /src, /wheels and /opt/venv.
+# Two stages: `build` installs the pinned runtime dependencies (constraints.txt; no dev extras)
+# and the operator's wheel into a virtualenv that has no pip of its own (the build stage's pip
+# installs into it); the final stage copies only that virtualenv. tests/chart/test_install.py
+# replays the two RUN steps of the build stage in a temporary virtualenv, so keep each as one
+# command over /src, /wheels and /opt/venv.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # the final stage's base: the same image by default; `agenttask images build` passes a smaller
@@ -22,13 +22,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
-COPY controller ./controller
-# 1. the operator wheel (the package only; setuptools comes from PyPI in pip's isolated build env)
-RUN python -m pip wheel --no-deps --wheel-dir /wheels /src
-# 2. a virtualenv without pip, holding that wheel and its runtime dependencies at the versions
+# 1. a virtualenv without pip, holding the runtime dependencies (pyproject.toml) at the versions
 #    pinned in constraints.txt, with their bytecode: the root filesystem is read-only at run time,
-#    and compiling every import at each start doubles the operator's start-up time
-RUN python -m venv --without-pip /opt/venv && python -m pip --python /opt/venv/bin/python install --constraint /src/constraints.txt /wheels/*.whl
+#    and compiling every import at each start doubles the operator's start-up time. A layer of its
+#    own, so a change to the code alone does not download them again.
+RUN python -m venv --without-pip /opt/venv && python -c "import tomllib; print(*tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies'], sep=chr(10))" > /src/requirements.txt && python -m pip --python /opt/venv/bin/python install --constraint /src/constraints.txt --requirement /src/requirements.txt
+COPY controller ./controller
+# 2. the operator wheel (setuptools comes from PyPI in pip's isolated build env), installed into it
+RUN python -m pip wheel --no-deps --wheel-dir /wheels /src && python -m pip --python /opt/venv/bin/python install --constraint /src/constraints.txt /wheels/*.whl
 
 FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="agenttask-operator" \
