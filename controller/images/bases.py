@@ -63,8 +63,8 @@ class BaseSpec:
 
 
 BASES: dict[str, BaseSpec] = {b.name: b for b in (
-    BaseSpec("python-build", "minbase", ("python3", "python-is-python3", "python3-venv", "python3-pip", "ca-certificates"),
-             ("python3",)),
+    BaseSpec("python-build", "minbase",
+             ("python3", "python-is-python3", "python3-venv", "python3-pip", "ca-certificates"), ("python3",)),
     # glibc's iconv modules (8 MB): Python's codecs do not use them
     BaseSpec("python-runtime", "essential", ("python3", "python-is-python3", "ca-certificates", "passwd"), ("python3",),
              ("path-exclude=/usr/lib/*/gconv/*", "path-include=/usr/lib/*/gconv/gconv-modules*")),
