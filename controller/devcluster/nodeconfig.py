@@ -109,6 +109,8 @@ def apiserver_argv(layout: NodeLayout, apiserver: Path, *, tokens: Path) -> list
         f"--service-cluster-ip-range={layout.service_cidr}",
         "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
         f"--token-auth-file={tokens}", "--allow-privileged=true", "--profiling=false",
+        # logs/exec reach kubelet at the node IP: the node's name resolves nowhere
+        "--kubelet-preferred-address-types=InternalIP",
         f"--cert-dir={pki}",
     ]
 

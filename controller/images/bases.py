@@ -9,7 +9,7 @@ podman (`podman.py`) and tagged by a hash of everything that made it, so it is b
 - `python-runtime`: only the Essential packages + python3 (also as `python`, which the virtualenv
   links to), ca-certificates and passwd (useradd):
   the operator's final stage, with no pip, no venv tooling and no apt;
-- `debian`: minbase (apt, for the agent image's `apt-get install`);
+- `debian`: minbase + ca-certificates (apt, for the agent image's `apt-get install`);
 - `node`: minbase + Debian's nodejs and npm: only the stage that fetches Claude Code from npm.
 
 All of them leave out documentation, man pages, locales and apt lists (dpkg path filters, which
@@ -68,7 +68,9 @@ BASES: dict[str, BaseSpec] = {b.name: b for b in (
     # glibc's iconv modules (8 MB): Python's codecs do not use them
     BaseSpec("python-runtime", "essential", ("python3", "python-is-python3", "ca-certificates", "passwd"), ("python3",),
              ("path-exclude=/usr/lib/*/gconv/*", "path-include=/usr/lib/*/gconv/gconv-modules*")),
-    BaseSpec("debian", "minbase", (), ("bash",)),
+    # ca-certificates already here: the build mounts the host's bundle over its file, which the
+    # package's postinst could not replace ("Device or resource busy")
+    BaseSpec("debian", "minbase", ("ca-certificates",), ("bash",)),
     BaseSpec("node", "minbase", ("nodejs", "npm", "ca-certificates"), ("node",)),
 )}
 
@@ -135,6 +137,12 @@ def base_key(spec: BaseSpec, mirrors: Iterable[str]) -> str:
 
 def base_ref(spec: BaseSpec, mirrors: Iterable[str]) -> str:
     return f"localhost/agenttask-base-{spec.name}:{base_key(spec, mirrors)}"
+
+
+def existing_base(podman: Podman, name: str, *, mirrors: tuple[str, ...] | None = None) -> str | None:
+    """The reference of local base `name` if it was made already."""
+    ref = base_ref(BASES[name], mirrors or read_host_mirrors())
+    return ref if podman.exists(ref) else None
 
 
 def ensure_base(podman: Podman, name: str, *, log: Callable[[str], None] = lambda _m: None,

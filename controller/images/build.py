@@ -106,21 +106,34 @@ def _pause_context(tmp: Path) -> Path:
     return ctx
 
 
+def _ref(podman: Podman, recipe: Recipe, base_refs: dict[str, str], root: Path) -> str:
+    base_ids = [f"{arg}={podman.image_id(ref)}" for arg, ref in sorted(base_refs.items())]
+    pause = recipe.name == "pause"
+    digest = context.digest(root / "images" / "pause" if pause else root,
+                            dockerfile="Dockerfile" if pause else recipe.dockerfile,
+                            extra=[RECIPE_VERSION, *base_ids])[:16]
+    return f"{recipe.repository}:{digest}"
+
+
 def ensure_image(name: str, *, podman: Podman | None = None, log: Callable[[str], None] = lambda _m: None,
                  root: Path = ROOT) -> Built:
     """The image `name` (operator, agent, pause), built first when its content changed."""
     podman = podman or Podman.default()
     recipe = RECIPES[name]
-    with _lock(podman.root / ".build.lock"):
-        base_refs = {arg: bases.ensure_base(podman, base, log=log) for arg, base in recipe.bases.items()}
-        base_ids = [f"{arg}={podman.image_id(ref)}" for arg, ref in sorted(base_refs.items())]
-        ctx_root = root / "images" / "pause" if name == "pause" else root
-        digest = context.digest(ctx_root, dockerfile="Dockerfile" if name == "pause" else recipe.dockerfile,
-                                extra=[RECIPE_VERSION, *base_ids])[:16]
-        ref = f"{recipe.repository}:{digest}"
+    # without the lock when nothing is to be built, so a running build elsewhere does not block this
+    known = {arg: bases.existing_base(podman, base) for arg, base in recipe.bases.items()}
+    if all(known.values()):
+        ref = _ref(podman, recipe, {arg: str(r) for arg, r in known.items()}, root)
         if podman.exists(ref):
             podman.run("tag", ref, f"{recipe.repository}:dev")
             return Built(name, ref, podman.size(ref), 0.0, False)
+    with _lock(podman.root / ".build.lock"):
+        base_refs = {arg: bases.ensure_base(podman, base, log=log) for arg, base in recipe.bases.items()}
+        ref = _ref(podman, recipe, base_refs, root)
+        if podman.exists(ref):
+            podman.run("tag", ref, f"{recipe.repository}:dev")
+            return Built(name, ref, podman.size(ref), 0.0, False)
+        digest = ref.rsplit(":", 1)[1]
         logs = podman.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         logfile = logs / f"{name}-{digest}.log"
