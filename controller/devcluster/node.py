@@ -125,6 +125,10 @@ class NodeCluster:
         archives = [archive(pause), *(archive(ref) for ref in self.images)]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
+        if mounted := hoststate.mounts_below(self.state_dir):
+            raise ClusterError(f"mounts left below {self.state_dir} ({mounted[0]}, ...): run `dev-cluster down`")
+        for stale in ("etcd", "kubelet", "containerd", "cni", "pod-logs", "logs"):  # every node starts empty
+            shutil.rmtree(self.state_dir / stale, ignore_errors=True)
         started = time.monotonic()
         state: dict[str, Any] = {"node_id": self.layout.node_id, "preexisting": hoststate.existing_leftover_dirs(),
                                  "started": time.time()}
@@ -366,7 +370,10 @@ def teardown(state_dir: Path, state: Mapping[str, Any]) -> list[str]:
             os.kill(pid, signal.SIGKILL)
     if "containerd" in pids and _alive(pids["containerd"]):
         terminate([pids["containerd"]], grace=10)
-    terminate([pids[n] for n in _CONTROL if n in pids and _alive(pids[n])], grace=10)
+    # the apiserver drains watch connections for up to a minute; nothing here needs that
+    for name in _CONTROL:
+        if name in pids and _alive(pids[name]):
+            terminate([pids[name]], grace=3)
     inode = state.get("netns_inode")
     if isinstance(inode, int):
         for pid in processes_in(inode):

@@ -13,7 +13,8 @@ podman (`podman.py`) and tagged by a hash of everything that made it, so it is b
 - `node`: minbase + Debian's nodejs and npm: only the stage that fetches Claude Code from npm.
 
 All of them leave out documentation, man pages, locales and apt lists (dpkg path filters, which
-also apply to packages installed later in a Dockerfile), and merge /usr with directory symlinks
+also apply to packages installed later in a Dockerfile), keep no apt caches (as Docker's Debian
+images: packages installed in a Dockerfile leave no .deb files behind), and merge /usr with directory symlinks
 as Debian's own images do, instead of the `usrmerge` package (which pulls in 50 MB of perl).
 This module does not build the project's images (`build.py`).
 """
@@ -48,6 +49,14 @@ TRIM = (
     "path-exclude=/usr/share/locale/*",
     "path-exclude=/usr/share/lintian/*",
     "path-exclude=/usr/share/linda/*",
+)
+# what Docker's Debian images configure: apt keeps no downloaded packages and no binary caches
+_CLEAN = '"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true";'
+APT_CLEAN = (
+    f"DPkg::Post-Invoke {{ {_CLEAN} }}",
+    f"APT::Update::Post-Invoke {{ {_CLEAN} }}",
+    'Dir::Cache::pkgcache ""',
+    'Dir::Cache::srcpkgcache ""',
 )
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RECIPE_VERSION = "1"  # bump to rebuild every base
@@ -120,7 +129,8 @@ def read_host_mirrors(etc: Path = Path("/etc/apt")) -> tuple[str, ...]:
 
 def mmdebstrap_argv(spec: BaseSpec, *, mirrors: Iterable[str], target: Path, merged_usr_hooks: Path | None
                     ) -> list[str]:
-    argv = ["mmdebstrap", f"--variant={spec.variant}", '--aptopt=Acquire::Languages "none"']
+    argv = ["mmdebstrap", f"--variant={spec.variant}", '--aptopt=Acquire::Languages "none"',
+            *(f"--aptopt={opt}" for opt in APT_CLEAN)]
     if spec.include:
         argv.append(f"--include={','.join(spec.include)}")
     if merged_usr_hooks is not None:
@@ -130,7 +140,8 @@ def mmdebstrap_argv(spec: BaseSpec, *, mirrors: Iterable[str], target: Path, mer
 
 
 def base_key(spec: BaseSpec, mirrors: Iterable[str]) -> str:
-    blob = json.dumps({"v": RECIPE_VERSION, "spec": spec.__dict__, "mirrors": list(mirrors), "trim": TRIM},
+    blob = json.dumps({"v": RECIPE_VERSION, "spec": spec.__dict__, "mirrors": list(mirrors), "trim": TRIM,
+                       "apt": APT_CLEAN},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
