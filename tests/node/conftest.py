@@ -46,7 +46,7 @@ def require_node_prerequisites() -> None:
         pytest.fail(f"the node tier needs {', '.join(missing)}: run ./hack/node-deps.sh")
 
 
-@dataclass
+@dataclass(repr=False)  # no tokens in assertion messages
 class NodeEnv:
     node: NodeCluster
     operator_image: str

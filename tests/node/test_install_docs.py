@@ -16,7 +16,7 @@ from controller.devcluster.node import read_node_state
 from .conftest import ROOT, require_node_prerequisites
 from .leftovers import leftovers, snapshot
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.timeout(1800)]
 
 
 def blocks() -> dict[str, str]:
