@@ -280,11 +280,12 @@ def peering_active(env: NodeEnv) -> str | None:
         return None
     peers = json.loads(done.stdout).get("status", {})
     names = {p["metadata"]["name"] for p in pods(env)}
-    alive = {pid: info for pid, info in peers.items() if pid.split("@")[-1] in names}
+    def pod_of(peer_id: str) -> str:  # kopf's ids: user@hostname/started/random; a Pod's hostname is its name
+        return peer_id.split("@", 1)[-1].split("/", 1)[0]
+    alive = {pod_of(pid): info for pid, info in peers.items() if pod_of(pid) in names}
     if len(alive) < 2:
         return None
-    best = max(alive.items(), key=lambda item: item[1]["priority"])[0]
-    return best.split("@")[-1]
+    return max(alive.items(), key=lambda item: item[1]["priority"])[0]
 
 
 def test_two_replicas_one_active_and_failover_when_it_goes(env: NodeEnv, repo: Path) -> None:
