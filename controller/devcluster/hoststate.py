@@ -82,14 +82,17 @@ class SysctlGuard:
                 changed[key] = (current[key], value)
         return changed
 
-    def release(self) -> None:
+    def release(self) -> bool:
+        """Unregister this node and restore the tunables; True if no other node is registered."""
         with _locked(self.registry):
             self.restore()
             with contextlib.suppress(FileNotFoundError):
                 (self.registry / "nodes" / self.node_id).unlink()
             nodes = self.registry / "nodes"
-            if nodes.is_dir() and not any(nodes.iterdir()):
+            last = not nodes.is_dir() or not any(nodes.iterdir())
+            if last:
                 self._saved.unlink(missing_ok=True)
+            return last
 
 
 # ------------------------------------------------------------------------------------ cgroups
@@ -178,12 +181,31 @@ def existing_leftover_dirs() -> list[str]:
     return [d for d in LEFTOVER_DIRS if os.path.isdir(d)]
 
 
-def remove_leftover_dirs(preexisting: list[str], *, network: str) -> None:
+def remove_leftover_dirs(preexisting: list[str], *, network: str, containers: list[str], last_node: bool,
+                         timeout: float = 5.0) -> None:
+    """Remove this node's CNI results (its network's, and containerd's loopback entries of its
+    `containers`) and the fixed directories it created. The shim sockets that
+    containerd 1.6 keeps in /run/containerd/s (named by hashes, so not attributable to a node)
+    are removed only when no other node runs: killed shims leave theirs behind."""
     results = Path("/var/lib/cni/results")
     if results.is_dir():
         for entry in results.glob(f"{network}-*"):
             entry.unlink(missing_ok=True)
+        for cid in containers:
+            for entry in results.glob(f"*-{cid}-*"):
+                entry.unlink(missing_ok=True)
+    deadline = time.monotonic() + timeout
     for path in LEFTOVER_DIRS:  # children before parents
-        if path not in preexisting:
-            with contextlib.suppress(OSError):
+        if path in preexisting:
+            continue
+        while os.path.isdir(path):
+            if last_node and path == "/run/containerd/s":
+                for entry in Path(path).iterdir():
+                    if entry.is_socket():
+                        entry.unlink(missing_ok=True)
+            try:
                 os.rmdir(path)
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)

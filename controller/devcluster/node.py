@@ -353,6 +353,17 @@ def _shims(socket: Path) -> list[int]:
     return found
 
 
+def _container_ids(socket: Path) -> list[str]:
+    """Ids of every container and pod sandbox this containerd knows (their CNI cache entries)."""
+    if not socket.exists():
+        return []
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        done = subprocess.run(["ctr", f"--address={socket}", "--namespace=k8s.io", "containers", "list", "--quiet"],
+                              capture_output=True, text=True, timeout=15, check=False)
+        return done.stdout.split() if done.returncode == 0 else []
+    return []
+
+
 def teardown(state_dir: Path, state: Mapping[str, Any]) -> list[str]:
     """Stop and remove everything a node recorded in `state`; what could not be removed."""
     state_dir = state_dir.resolve()
@@ -364,6 +375,7 @@ def teardown(state_dir: Path, state: Mapping[str, Any]) -> list[str]:
     terminate([pids[n] for n in extra if _alive(pids[n])], grace=15)
     terminate([pids[n] for n in _STOP_ORDER if n in pids and _alive(pids[n])], grace=10)
     # containers: whatever still runs in the node's cgroups, then the shims, then containerd
+    containers = _container_ids(layout.containerd_socket)
     hoststate.remove_cgroups(layout.cgroup_root, timeout=0.5)
     for pid in _shims(layout.containerd_socket):
         with contextlib.suppress(ProcessLookupError):
@@ -388,8 +400,9 @@ def teardown(state_dir: Path, state: Mapping[str, Any]) -> list[str]:
     with contextlib.suppress(OSError):
         netns.delete()
     problems += [f"cgroup left: {p}" for p in hoststate.remove_cgroups(layout.cgroup_root)]
-    hoststate.remove_leftover_dirs(list(state.get("preexisting") or []), network=layout.network_name)
-    hoststate.SysctlGuard(layout.node_id).release()
+    last = hoststate.SysctlGuard(layout.node_id).release()
+    hoststate.remove_leftover_dirs(list(state.get("preexisting") or []), network=layout.network_name,
+                                   containers=containers, last_node=last)
     with contextlib.suppress(FileNotFoundError):
         (state_dir / STATE_FILE).unlink()
     return problems
