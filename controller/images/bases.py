@@ -183,4 +183,9 @@ def ensure_base(podman: Podman, name: str, *, log: Callable[[str], None] = lambd
         changes = [f"ENV PATH={PATH_ENV}", "ENV LANG=C.UTF-8", f"CMD {json.dumps(list(spec.cmd))}"]
         podman.run("import", *[a for c in changes for a in ("--change", c)], str(target), ref)
     log(f"made base {ref} in {time.monotonic() - started:.0f}s, {podman.size(ref) / 1e6:.0f} MB")
+    repository = ref.rsplit(":", 1)[0]
+    for image in json.loads(podman.run("images", "--format=json", f"--filter=reference={repository}")):
+        for tag in image.get("Names") or []:
+            if tag.startswith(f"{repository}:") and tag != ref:  # an older recipe's base
+                podman.run("rmi", "--force", tag)
     return ref

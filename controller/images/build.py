@@ -3,7 +3,8 @@
 An image is tagged `localhost/agenttask-<name>:<hash>`, where the hash covers its Dockerfile, every
 file of its build context (`context.py`), the ids of the base images and the recipe; the same
 inputs never build twice, and a changed file always does. `:dev` points at the newest build.
-`archive()` writes the docker-archive that the node's containerd imports.
+`archive()` writes the docker-archive that the node's containerd imports. After a build only the
+newest `KEEP_VERSIONS` builds of that image are kept.
 
 Builds reach the package indexes (PyPI, npm, Debian) through the host network (`--network host`,
 no bridge is created) and never a registry (`--pull never`: every base is local, see `bases.py`).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +32,7 @@ from .podman import Podman, PodmanError
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE_VERSION = "1"
+KEEP_VERSIONS = 3  # builds kept per image (the newest); older ones are removed after a build
 # host file -> path in the build container, mounted read-only when the host has it
 BUILD_MOUNTS = (
     ("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/certs/ca-certificates.crt"),
@@ -146,13 +149,34 @@ def ensure_image(name: str, *, podman: Podman | None = None, log: Callable[[str]
         seconds = time.monotonic() - started
         size = podman.size(ref)
         log(f"built {ref} in {seconds:.0f}s: {size / 1e6:.0f} MB")
+        prune(podman, recipe, keep=KEEP_VERSIONS)
         return Built(name, ref, size, seconds, True)
+
+
+def prune(podman: Podman, recipe: Recipe, *, keep: int) -> list[str]:
+    """Remove all but the newest `keep` builds of `recipe` (and their archives); what was removed.
+    Build-stage layers stay: they are the cache that makes the next build fast."""
+    listing = json.loads(podman.run("images", "--format=json", f"--filter=reference={recipe.repository}"))
+    versions: dict[str, int] = {}
+    for image in listing:
+        for tag in image.get("Names") or []:
+            if tag.startswith(f"{recipe.repository}:") and not tag.endswith(":dev"):
+                versions[tag] = int(image.get("Created") or 0)
+    old = sorted(versions, key=lambda t: versions[t], reverse=True)[keep:]
+    for tag in old:
+        podman.run("rmi", "--force", tag)
+        _archive_path(podman, tag).unlink(missing_ok=True)
+    return old
+
+
+def _archive_path(podman: Podman, ref: str) -> Path:
+    return podman.root / "archives" / (ref.removeprefix("localhost/").replace(":", "-").replace("/", "-") + ".tar")
 
 
 def archive(ref: str, *, podman: Podman | None = None) -> Path:
     """A docker-archive of `ref` (for `ctr images import`), written once per tag."""
     podman = podman or Podman.default()
-    target = podman.root / "archives" / (ref.removeprefix("localhost/").replace(":", "-").replace("/", "-") + ".tar")
+    target = _archive_path(podman, ref)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
