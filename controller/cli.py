@@ -18,6 +18,7 @@ _COMMANDS: dict[str, str] = {
     "run": "controller.operator",
     "demo": "controller.demo",
     "dev-cluster": "controller.devcluster.cli",
+    "images": "controller.images.cli",
     "sandbox-server": "controller.localsandbox.cli",
     "snapshot": "controller.snapshots_cli",
 }

@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import kopf
 
-from . import logs, maintenance, metrics, plan
+from . import login, logs, maintenance, metrics, plan  # login: registers @kopf.on.login
 from .admission import AdmissionQueue, Waiting
 from .api import GROUP, PLURAL, VERSION, AgentTask, Phase
 from .errors import Cause, OperatorError, Retryable
@@ -42,6 +42,7 @@ from .liveness import Liveness
 from .quota import Quota, Use
 from .quota import report as quota_report
 from .quotabook import QuotaBook, task_use
+from .readiness import Readiness, Verdict
 from .retry import RetryPolicy
 from .runner.pack import build_zipapp
 from .runtime import Runtime
@@ -64,6 +65,7 @@ class App:
     settings: Settings
     runtime: Runtime | None = None
     http: HttpServer | None = None
+    readiness: Readiness | None = None
     github: integration.GitHubIntegration | None = None
     liveness: Liveness = field(default_factory=Liveness)
     wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
@@ -169,9 +171,17 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, memo: Any, 
     loop = asyncio.create_task(maintenance.run_forever(rt, priority=priority), name="agenttask-maintenance")
     app.background.append(loop)
     app.liveness.watch("maintenance", loop)
-    server = HttpServer(host=cfg.http_host, port=cfg.http_port,
-                        ready=lambda: app.runtime is not None and not health.degraded(),
-                        alive=app.liveness.check)
+    readiness = app.readiness = Readiness(configured=lambda: app.runtime is not None, namespaces=cfg.namespaces)
+    login.on_login(readiness.use)  # /readyz probes the API with the connection kopf logs in with
+
+    async def ready() -> Verdict:
+        verdict = await readiness.check()
+        causes = health.active()
+        if verdict.ready and causes:  # alive, watching, but an operator-wide cause stops all progress
+            return Verdict(False, "degraded: " + "; ".join(f"{c}: {m}" for c, m in causes.items())[:1000])
+        return verdict
+
+    server = HttpServer(host=cfg.http_host, port=cfg.http_port, ready=ready, alive=app.liveness.check)
     server.add_routes([*status_routes(views), *(github.routes() if github else [])])
     await server.start()
     app.http = server
@@ -188,6 +198,9 @@ async def shutdown(memo: Any, **_: Any) -> None:
     if app.http is not None:
         await app.http.stop()
         app.http = None
+    if app.readiness is not None:
+        await app.readiness.close()
+        app.readiness = None
     if app.runtime is not None:
         await app.runtime.sandboxes.close()
         app.runtime = None

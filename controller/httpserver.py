@@ -1,12 +1,13 @@
-"""The operator's HTTP port: /healthz, /readyz and /metrics (more routes are added by the
-webhook and the status page). Runs on every replica, active or standby.
+"""The operator's HTTP port: /healthz, /readyz (what it means: `readiness.py`) and /metrics (more
+routes are added by the webhook and the status page). Runs on every replica, active or standby.
 
 Deliberately not kopf's liveness endpoint: one server, one port, for everything the pod exposes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,8 +15,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .metrics import REGISTRY
 
 
+class ReadyVerdict(Protocol):
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+
+
 class HttpServer:
-    def __init__(self, *, host: str, port: int, ready: Callable[[], bool],
+    def __init__(self, *, host: str, port: int, ready: Callable[[], Awaitable[ReadyVerdict]],
                  alive: Callable[[], tuple[bool, Mapping[str, str]]] = lambda: (True, {})):
         self.host, self.port = host, port
         self._ready = ready
@@ -56,8 +64,9 @@ class HttpServer:
                                  status=200 if ok else 500)
 
     async def _readiness(self, _: web.Request) -> web.Response:
-        ok = self._ready()
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
+        verdict = await self._ready()
+        return web.json_response({"ready": verdict.ready, "reason": verdict.reason},
+                                 status=200 if verdict.ready else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -52,7 +52,15 @@ class Kube:
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, *, health: Health | None = None) -> Kube:
-        return cls(await kr8s.asyncio.api(kubeconfig=kubeconfig), health=health)
+        """Load the configuration (kubeconfig or in-cluster service account); no request is made.
+
+        Not `kr8s.asyncio.api()`: that also asks the apiserver for its version (only to warn about
+        untested versions) and fails when the API is unreachable, so the operator could not start
+        and answer /healthz and /readyz (which says why it is not ready) until the API is back.
+        """
+        api = kr8s.asyncio.Api(kubeconfig=kubeconfig, bypass_factory=True)
+        await api.auth
+        return cls(api, health=health)
 
     async def _request(
         self, method: str, *, url: str, namespace: str | None = None, version: str = "v1",

@@ -7,9 +7,10 @@ start=$(date +%s)
 
 ./hack/bootstrap.sh
 ./hack/system-deps.sh
+./hack/node-deps.sh   # podman, mmdebstrap, containerd, ... for the real-node tests (tests/node)
 
-echo "== control plane (cached build)"
-.venv/bin/agenttask dev-cluster build
+echo "== control plane and node binaries (cached build)"
+.venv/bin/agenttask dev-cluster build --node
 
 echo "== test tools (cached: helm from its Go module, checkov in its own virtualenv)"
 ./hack/tools.sh

@@ -1,4 +1,5 @@
-"""Build (once) and locate the control-plane binaries: kube-apiserver, kubectl and etcd.
+"""Build (once) and locate the control-plane binaries: kube-apiserver, kubectl and etcd, and on
+demand the node's: kubelet, kube-controller-manager, kube-scheduler and kube-proxy.
 
 No package registry ships kube-apiserver, so `hack/controlplane/` is a small Go module that
 requires upstream k8s.io/kubernetes and go.etcd.io/etcd/server/v3 at pinned versions. This
@@ -25,6 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BINARIES = ("kube-apiserver", "kubectl", "etcd")
+# `agenttask dev-cluster up --node` only; built into the same directory the first time a node starts
+NODE_BINARIES = ("kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+_PACKAGES = {
+    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+    "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "etcd": "go.etcd.io/etcd/server/v3",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+}
 
 
 class BuildError(RuntimeError):
@@ -49,8 +61,11 @@ class Binaries:
     def etcd(self) -> Path:
         return self.directory / "etcd"
 
-    def present(self) -> bool:
-        return all(os.access(self.directory / b, os.X_OK) for b in BINARIES)
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def present(self, names: tuple[str, ...] = BINARIES) -> bool:
+        return all(os.access(self.directory / b, os.X_OK) for b in names)
 
 
 def source_dir() -> Path:
@@ -98,59 +113,61 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_built(*, src: Path | None = None, log: bool = True) -> Binaries:
-    """Return the cached binaries, building them first if they are missing.
+def ensure_built(*, src: Path | None = None, log: bool = True, node: bool = False) -> Binaries:
+    """Return the cached binaries, building them first if they are missing (with `node`, also
+    the node's).
 
     Concurrent callers (parallel test sessions, CI and a developer) serialise on a lock file;
-    the build goes to a temporary directory that is renamed into place only when complete.
+    each build goes to a temporary directory whose binaries are moved into place only when all of
+    them are complete.
     """
     src = src or source_dir()
     bins = expected(src)
-    if bins.present():
+    wanted = BINARIES + NODE_BINARIES if node else BINARIES
+    if bins.present(wanted):
         return bins
     if os.environ.get("AGENTTASK_CONTROLPLANE_BIN"):
-        raise BuildError(f"AGENTTASK_CONTROLPLANE_BIN={bins.directory} lacks {', '.join(BINARIES)}")
+        raise BuildError(f"AGENTTASK_CONTROLPLANE_BIN={bins.directory} lacks {', '.join(wanted)}")
     go = shutil.which("go")
     if go is None:
         raise BuildError("the Go toolchain is needed once to build the control plane (go not on PATH)")
     with _lock(bins.directory.with_suffix(".lock")):
-        if bins.present():
-            return bins
-        minor = bins.kubernetes_version.split(".")[1]
-        ldflags = " ".join(
-            [
-                "-s -w",
-                f"-X k8s.io/component-base/version.gitVersion={bins.kubernetes_version}",
-                "-X k8s.io/component-base/version.gitMajor=1",
-                f"-X k8s.io/component-base/version.gitMinor={minor}",
-                "-X k8s.io/component-base/version.gitTreeState=clean",
-            ]
-        )
-        with tempfile.TemporaryDirectory(dir=bins.directory.parent, prefix=".build-") as tmp:
-            out = Path(tmp)
-            cmd = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{out}/"]
-            env = {**os.environ, "CGO_ENABLED": "0"}
-            if log:
-                print(
-                    f"building kube-apiserver, kubectl {bins.kubernetes_version} and etcd "
-                    f"{bins.etcd_version} into {bins.directory} (first time only; takes minutes)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            for pkg, name in (
-                ("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
-                ("k8s.io/kubernetes/cmd/kubectl", "kubectl"),
-                ("go.etcd.io/etcd/server/v3", "etcd"),
-            ):
-                done = subprocess.run(
-                    [*cmd[:-1], str(out / name), pkg], cwd=src, env=env, capture_output=True, text=True
-                )
-                if done.returncode != 0:
-                    raise BuildError(f"go build {pkg} failed:\n{done.stderr[-4000:]}")
-            if bins.directory.exists():
-                shutil.rmtree(bins.directory)
-            out.rename(bins.directory)
-            out.mkdir()  # TemporaryDirectory cleans up a path that must exist
-    if not bins.present():
+        if not bins.present(BINARIES):
+            _build(go, src, bins, BINARIES, log=log, what=f"kube-apiserver, kubectl {bins.kubernetes_version} "
+                                                          f"and etcd {bins.etcd_version}")
+        if node and not bins.present(NODE_BINARIES):
+            _build(go, src, bins, NODE_BINARIES, log=log,
+                   what=f"kubelet, kube-controller-manager, kube-scheduler, kube-proxy {bins.kubernetes_version}")
+    if not bins.present(wanted):
         raise BuildError(f"build finished but binaries are missing in {bins.directory}")
     return bins
+
+
+def _build(go: str, src: Path, bins: Binaries, names: tuple[str, ...], *, log: bool, what: str) -> None:
+    minor = bins.kubernetes_version.split(".")[1]
+    ldflags = " ".join(
+        [
+            "-s -w",
+            f"-X k8s.io/component-base/version.gitVersion={bins.kubernetes_version}",
+            "-X k8s.io/component-base/version.gitMajor=1",
+            f"-X k8s.io/component-base/version.gitMinor={minor}",
+            "-X k8s.io/component-base/version.gitTreeState=clean",
+        ]
+    )
+    bins.directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=bins.directory.parent, prefix=".build-") as tmp:
+        out = Path(tmp)
+        env = {**os.environ, "CGO_ENABLED": "0"}
+        if log:
+            print(f"building {what} into {bins.directory} (first time only; takes minutes)",
+                  file=sys.stderr, flush=True)
+        for name in names:
+            done = subprocess.run(
+                [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(out / name), _PACKAGES[name]],
+                cwd=src, env=env, capture_output=True, text=True,
+            )
+            if done.returncode != 0:
+                raise BuildError(f"go build {_PACKAGES[name]} failed:\n{done.stderr[-4000:]}")
+        bins.directory.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (out / name).rename(bins.directory / name)

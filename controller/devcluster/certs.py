@@ -40,8 +40,10 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def generate(directory: Path, *, now: dt.datetime | None = None) -> CertPaths:
-    """Write a CA, a serving certificate for loopback and a ServiceAccount key pair."""
+def generate(directory: Path, *, now: dt.datetime | None = None, extra_ips: tuple[str, ...] = (),
+             extra_dns: tuple[str, ...] = ()) -> CertPaths:
+    """Write a CA, a serving certificate for loopback (and `extra_ips`/`extra_dns`, e.g. a node's
+    address and the `kubernetes` Service's) and a ServiceAccount key pair."""
     directory.mkdir(parents=True, exist_ok=True)
     now = now or dt.datetime.now(dt.UTC)
     not_after = now + dt.timedelta(days=30)
@@ -77,6 +79,8 @@ def generate(directory: Path, *, now: dt.datetime | None = None) -> CertPaths:
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("::1")),
         x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        *(x509.DNSName(name) for name in extra_dns),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
     ]
     cert = (
         x509.CertificateBuilder()

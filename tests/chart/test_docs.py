@@ -73,7 +73,7 @@ def install_blocks() -> dict[str, str]:
     """`<!-- test: NAME -->` followed by a ```sh block in docs/install.md."""
     text = (DOCS / "install.md").read_text()
     blocks = dict(re.findall(r"<!-- test: ([\w-]+) -->\n```sh\n(.*?)```", text, re.S))
-    assert set(blocks) == {"helm-install", "first-task", "template-apply"}
+    assert {"helm-install", "first-task", "template-apply"} <= set(blocks)  # local-node*: tests/node
     return blocks
 
 

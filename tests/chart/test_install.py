@@ -48,9 +48,12 @@ def stages(path: Path) -> list[list[tuple[str, str]]]:
 def test_operator_dockerfile_shape() -> None:
     build, final = stages(DOCKERFILE)
     assert build[0] == ("FROM", "${PYTHON_IMAGE} AS build")
-    assert final[0] == ("FROM", "${PYTHON_IMAGE}")
-    base = next(args for word, args in instructions(DOCKERFILE) if word == "ARG" and args.startswith("PYTHON_IMAGE="))
+    assert final[0] == ("FROM", "${RUNTIME_IMAGE}")
+    args = [args for word, args in instructions(DOCKERFILE) if word == "ARG"]
+    base = next(a for a in args if a.startswith("PYTHON_IMAGE="))
     assert re.fullmatch(r"PYTHON_IMAGE=python:3\.\d+-slim-\w+", base), base
+    # the final stage runs the build stage's Python unless a builder passes a smaller base with the same one
+    assert "RUNTIME_IMAGE=${PYTHON_IMAGE}" in args
     final_words = dict(final)
     assert final_words["USER"] == "10001:10001"
     assert final_words["ENTRYPOINT"] == '["agenttask", "run"]'
@@ -61,12 +64,16 @@ def test_operator_dockerfile_shape() -> None:
 
 
 def test_agent_dockerfile_shape() -> None:
-    runner, agent = stages(AGENT_DOCKERFILE)
+    runner, claude, agent = stages(AGENT_DOCKERFILE)
     assert any(word == "RUN" and "build_zipapp" in args for word, args in runner)
+    npm = " ".join(args for word, args in claude if word == "RUN")
+    assert "@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}" in npm and "npm cache clean --force" in npm
+    assert "/out/claude --version" in npm  # the npm stub instead of the native binary fails the build
     runs = " ".join(args for word, args in agent if word == "RUN")
     assert "--no-install-recommends" in runs and "git" in runs and "python3" in runs
     assert "rm -rf /var/lib/apt/lists/*" in runs
-    assert "@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}" in runs and "npm cache clean --force" in runs
+    assert "npm" not in runs and not any(word == "FROM" and "NODE" in args for word, args in agent)
+    assert ("COPY", "--from=claude /out/claude /usr/local/bin/claude") in agent
     assert ("COPY", "--from=runner /out/runner.pyz /usr/local/lib/agenttask/runner.pyz") in agent
     assert dict(agent)["USER"] == "1001:1001"
 
@@ -128,8 +135,9 @@ def test_install_steps_give_a_working_entrypoint_from_a_clean_virtualenv(tmp_pat
                          cwd=tmp_path)
     assert run.returncode == 0 and run.stdout.strip() == "True", run.stderr
     # runtime dependencies only, at the pinned versions
-    frozen = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "freeze", "--exclude-editable"],
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert not (venv / "bin" / "pip").exists(), "the image's virtualenv carries no pip"
+    frozen = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "freeze",
+                             "--exclude-editable"], capture_output=True, text=True, check=True).stdout.splitlines()
     constraints = (ROOT / "constraints.txt").read_text().splitlines()
     pins = {ln.split("==")[0].lower().replace("_", "-"): ln for ln in constraints if "==" in ln}
     installed = {ln.split("==")[0].lower().replace("_", "-"): ln for ln in frozen if "==" in ln}
@@ -144,7 +152,7 @@ def test_install_steps_give_a_working_entrypoint_from_a_clean_virtualenv(tmp_pat
 def test_agent_image_runner_stage_builds_a_standalone_zipapp(tmp_path: Path) -> None:
     """The agent image's `runner` stage, replayed: its COPY lines and RUN line make runner.pyz,
     which runs with nothing but the standard library (no `controller` package around it)."""
-    runner, _ = stages(AGENT_DOCKERFILE)
+    runner = stages(AGENT_DOCKERFILE)[0]
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     for word, args in runner:

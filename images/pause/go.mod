@@ -1,0 +1,3 @@
+module github.com/agenttask-operator/agenttask-operator/images/pause
+
+go 1.26.0
