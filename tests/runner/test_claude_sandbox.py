@@ -1,8 +1,9 @@
 """Claude Code through the runner inside the embedded server's sandbox, driven by the real daytona SDK.
 
 The steps are the operator's: create a sandbox, upload the context (task.json, prompt, env.json,
-the token file, runner.pyz) relative to the sandbox user's home, start `exec python3
-agenttask/runner.pyz` as an asynchronous session command, follow its logs over the websocket
+the token file, runner.pyz) relative to the sandbox user's home, start `python3
+agenttask/runner.pyz` (the operator's command: no `exec`, which would replace the session shell
+and lose the exit code) as an asynchronous session command, follow its logs over the websocket
 until it ends, read its exit code, download result.json. The model is the fake Messages API, the
 repository a local bare origin, the pull request goes to the fake GitHub.
 """
@@ -74,7 +75,7 @@ async def test_claude_code_runs_in_the_sandbox_as_the_operator_drives_it(
             ])
             await sandbox.process.create_session("agent-1")
             command = await sandbox.process.execute_session_command(
-                "agent-1", SessionExecuteRequest(command=f"exec python3 {CTX}/runner.pyz", run_async=True))
+                "agent-1", SessionExecuteRequest(command=f"python3 {CTX}/runner.pyz", run_async=True))
             stdout: list[str] = []
             stderr: list[str] = []
             await sandbox.process.get_session_command_logs_async("agent-1", command.cmd_id, stdout.append,
