@@ -77,6 +77,18 @@ _CLONE_REFUSED = re.compile(r"not found|authentication|could not read username|p
                             r"invalid (url|repository)|\b403\b|\b401\b", re.I)
 
 
+# the SDK prefixes what the server said with its own context (`intercept_errors(message_prefix=...)`):
+# "Failed to create sandbox: Total CPU limit exceeded ..."; the rules read the server's words
+_SDK_PREFIX = re.compile(r"^(?:Failed to [^:\n]{1,60}|Failure during [^:\n]{1,80}): ", re.I)
+
+
+def server_words(message: str) -> str:
+    """`message` without the SDK's context prefixes (there may be several, nested)."""
+    while (m := _SDK_PREFIX.match(message)) is not None:
+        message = message[m.end():]
+    return message
+
+
 _DAEMON = "DAYTONA_DAEMON"
 # machine-readable codes of the toolbox daemon (the SDK's CODE_TO_ERROR catalogue)
 _DAEMON_CODES: dict[str, Verdict] = {
@@ -97,6 +109,7 @@ def classify(operation: str, *, status: int | None, message: str = "", timeout: 
     `code`/`source` are the error envelope's machine-readable fields when the server sent them
     (the toolbox daemon does for git, file and session errors: a git clone refused with 401 is
     the repository's credentials, not our API key)."""
+    message = server_words(message)
     if source == _DAEMON and code in _DAEMON_CODES:
         return _DAEMON_CODES[code]
     if source == _DAEMON and status in (401, 403):

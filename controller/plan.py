@@ -501,7 +501,7 @@ def _exited(task: AgentTask, obs: Observation, b: _Builder, exit_code: int) -> D
             seconds = task.spec.active_deadline_seconds or b.config.default_deadline_seconds
             reason, message = Reason.DEADLINE_EXCEEDED, (f"the agent was stopped at the task's deadline of "
                                                          f"{seconds}s (by the runner, to report in time)")
-        if result is not None and result.error:
+        if result is not None and result.error and result.error != message:  # the runner may say the same
             message = f"{message}: {result.error}"
         return _fail(task, b, reason, message[:1024], keep=task.spec.sandbox.keep_on_failure)
     outcome = result.outcome if result is not None else None
@@ -540,6 +540,9 @@ def _fail(task: AgentTask, b: _Builder, reason: str, message: str, *, keep: bool
     return _cleanup(task, b, keep=keep)
 
 
+_KEPT_STATES = frozenset({"stopping", "stopped", "archiving", "archived", "destroying", "destroyed"})
+
+
 def _keep_minutes(seconds: float, config: PlanConfig) -> int:
     """Daytona's auto-delete for a kept sandbox: its retention plus the safety margin."""
     return math.ceil(seconds / 60) + config.safety_margin_minutes
@@ -573,9 +576,16 @@ def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
         return Decision(status=b.build(), release_slot=True)
     if sandbox.retain_until is not None:
         b.set(sandbox=sandbox.model_copy(update={"state": obs.sandbox.state}))
-        if b.now < sandbox.retain_until:
+        left = (sandbox.retain_until - b.now).total_seconds()
+        if left > 0 and obs.sandbox.state not in _KEPT_STATES:
+            # the stop did not happen (Daytona answered 409 mid-transition, the operator restarted
+            # in between): keep asking until the sandbox is seen stopping or stopped
             return Decision(status=b.build(), release_slot=True,
-                            requeue_after=(sandbox.retain_until - b.now).total_seconds())
+                            actions=(KeepSandbox(name=sandbox.name,
+                                                 delete_after_minutes=_keep_minutes(left, config)),),
+                            requeue_after=min(config.poll_interval_seconds, left))
+        if left > 0:
+            return Decision(status=b.build(), release_slot=True, requeue_after=left)
         return Decision(status=b.build(), release_slot=True,
                         actions=(DeleteSandbox(name=sandbox.name, reason="retention-expired"),),
                         requeue_after=0)

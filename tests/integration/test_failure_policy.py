@@ -124,6 +124,91 @@ def test_a_sandbox_deleted_between_observe_and_act_costs_one_attempt(
         op.stop()
 
 
+@pytest.fixture
+def small_org(tmp_path: Path) -> Any:
+    """An organisation whose CPU quota fits two default sandboxes (1 vCPU each), as Daytona's tiers cap it."""
+    with sandbox_server(tmp_path / "small-org", extra=("--quota-cpu", "2")) as s:
+        yield s
+
+
+def test_an_exhausted_organisation_quota_makes_tasks_wait_not_fail(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, small_org: SandboxServer, tmp_path: Path
+) -> None:
+    """Five tasks, room for two sandboxes: the other creates get Daytona's 400 "Total CPU limit
+    exceeded"; those tasks wait saying so, the operator reports itself degraded, and each starts
+    once a finished task's sandbox is deleted and frees its CPU."""
+    _, url = make_repo(tmp_path)
+    sleepy = agent_script(tmp_path, "sleepy", SLEEPY)
+    op = operator_for(controlplane.kubeconfig, small_org, namespace, tmp_path).start()
+    names = [f"quota-{i}" for i in range(5)]
+    try:
+        for name in names:
+            create_task(kubectl, namespace, name, {"repository": {"url": url}, "agent": {"command": [*sleepy, "6"]}})
+        waiting = wait_for(lambda: next((t for n in names if (t := get_task(kubectl, namespace, n))
+                                         and (t.get("status") or {}).get("reason") == "DaytonaQuotaExceeded"), None),
+                           timeout=60, what="a task to wait for the organisation's quota")
+        reconciling = {c["type"]: c for c in waiting["status"]["conditions"]}["Reconciling"]
+        assert (reconciling["status"], reconciling["reason"]) == ("True", "DaytonaQuotaExceeded")
+        assert "Total CPU limit exceeded" in reconciling["message"]
+        wait_for(lambda: degraded(op, "DaytonaQuotaExceeded") == 1, timeout=30, what="the degraded gauge")
+        done = [wait_phase(kubectl, namespace, n, {"Succeeded", "Failed"}, timeout=180) for n in names]
+    finally:
+        op.stop()
+    assert [t["status"]["phase"] for t in done] == ["Succeeded"] * len(names), [
+        (t["metadata"]["name"], t["status"].get("reason"), t["status"].get("message")) for t in done]
+    assert all(t["status"]["attempts"] == 1 for t in done)  # a refused create is no lost attempt
+    stats = small_org.stats()
+    assert stats["sandboxes_created"] == len(names) and stats["max_alive"] <= 2
+    assert stats["calls"].get("create", 0) > len(names)  # the refusals were real, and retried
+
+
+def test_409_on_stop_and_delete_during_transitions_fails_nothing(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """Daytona answers 409 "Sandbox state change in progress" to a lifecycle call while the sandbox is
+    in transition. With slow transitions (2 s) and every stop and delete refused with 409 for 15 s,
+    a task that finishes (delete), one that is suspended (stop) and resumed, and one that fails
+    with keepOnFailure (stop) all end as their own outcome says, and no sandbox is left behind."""
+    _, url = make_repo(tmp_path)
+    sleepy = agent_script(tmp_path, "sleepy", SLEEPY)
+    failing = agent_script(tmp_path, "failing", "import sys\nprint('agent: giving up', flush=True)\nsys.exit(3)\n")
+    slow = ("--transition", "stopping=2", "--transition", "destroying=2", "--transition", "starting=2")
+    with sandbox_server(tmp_path / "slow", extra=slow) as server:
+        op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path).start()
+        try:
+            create_task(kubectl, namespace, "finishes", {"repository": {"url": url},
+                                                        "agent": {"command": [*sleepy, "1"]}})
+            create_task(kubectl, namespace, "paused", {"repository": {"url": url},
+                                                      "agent": {"command": [*sleepy, "30"]}})
+            create_task(kubectl, namespace, "kept", {"repository": {"url": url}, "sandbox": {"keepOnFailure": True},
+                                                    "agent": {"command": failing}})
+            wait_for(lambda: phases(kubectl, namespace, ["paused"])["paused"] == "Running", timeout=60,
+                     what="the task to suspend to run")
+            server.set_faults({"state_conflict": {"ops": ["stop", "delete"], "seconds": 15}})
+            kubectl("patch", "at", "paused", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+            finished = wait_phase(kubectl, namespace, "finishes", {"Succeeded", "Failed"}, timeout=60)
+            kept = wait_phase(kubectl, namespace, "kept", {"Succeeded", "Failed"}, timeout=60)
+            suspended = wait_phase(kubectl, namespace, "paused", {"Suspended", "Failed"}, timeout=90)
+            kubectl("patch", "at", "paused", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+            resumed = wait_phase(kubectl, namespace, "paused", {"Succeeded", "Failed"}, timeout=120)
+            kept_box = kept["status"]["sandbox"]["name"]
+            wait_for(lambda: (server.get(kept_box) or {}).get("state") == "stopped", timeout=60,
+                     what="the kept sandbox to be stopped once the 409s end")
+            wait_for(lambda: server.stats()["sandboxes_alive"] == 1, timeout=60,
+                     what="every sandbox but the kept one deleted once the 409s end")
+            stats = server.stats()
+        finally:
+            server.set_faults({})
+            op.stop()
+    assert finished["status"]["phase"] == "Succeeded", finished["status"]
+    assert (kept["status"]["phase"], kept["status"]["reason"]) == ("Failed", "AgentFailed"), kept["status"]
+    assert suspended["status"]["phase"] == "Suspended", suspended["status"]
+    assert resumed["status"]["phase"] == "Succeeded", resumed["status"]
+    assert all(t["status"]["attempts"] == 1 for t in (finished, kept, resumed))
+    assert stats["errors_injected"] > 0  # the 409s were answered, and waited out
+    assert stats["calls"]["delete"] > 2 and stats["calls"]["stop"] > 2
+
+
 async def _create_orphans(server: SandboxServer, instance: str, namespace: str, n: int) -> None:
     async with AsyncDaytona(DaytonaConfig(api_url=server.api_url, api_key=server.api_key)) as client:
         for i in range(n):

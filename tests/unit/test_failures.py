@@ -23,6 +23,13 @@ TABLE: list[tuple[str, int | None, str, Verdict]] = [
     ("start", 400, "Total disk limit exceeded. Maximum allowed: 100GiB.",
      Verdict(Kind.OPERATOR_WIDE, cause=Cause.DAYTONA_QUOTA)),
     ("create", 400, "No available runners", Verdict(Kind.OPERATOR_WIDE, cause=Cause.DAYTONA_QUOTA)),
+    # as the SDK words it: its own context first, then the server's message
+    ("create", 400, "Failed to create sandbox: Total CPU limit exceeded. Maximum allowed: 2.",
+     Verdict(Kind.OPERATOR_WIDE, cause=Cause.DAYTONA_QUOTA)),
+    ("start", 400, "Failure during waiting for sandbox to start: Failed to start sandbox: Total memory limit "
+     "exceeded. Maximum allowed: 4GiB.", Verdict(Kind.OPERATOR_WIDE, cause=Cause.DAYTONA_QUOTA)),
+    ("create", 400, "Failed to create sandbox: CPU request 8 exceeds maximum allowed per sandbox (4).",
+     Verdict(Kind.TASK, reason="SandboxResourceLimit")),
     # transient: retried, waiting at least what the server asked
     ("create", 429, "ThrottlerException: Too Many Requests", Verdict(Kind.TRANSIENT)),
     ("get", 500, "An unexpected error occurred.", Verdict(Kind.TRANSIENT)),

@@ -56,8 +56,8 @@ def started(attempt: int = 1, state: str = "started") -> SandboxObs:
     return SandboxObs(id="sb1", name=plan.sandbox_name(UID, attempt), state=state)
 
 
-def decide(t: AgentTask, obs: Observation) -> plan.Decision:
-    return plan.decide(t, obs, now=NOW, config=CONFIG)
+def decide(t: AgentTask, obs: Observation, *, now: dt.datetime = NOW) -> plan.Decision:
+    return plan.decide(t, obs, now=now, config=CONFIG)
 
 
 def cond(decision: plan.Decision, type_: str) -> tuple[str, str | None]:
@@ -250,6 +250,22 @@ def test_agent_failure_with_keep_on_failure_stops_and_retains() -> None:
                                      delete_after_minutes=2 + CONFIG.safety_margin_minutes),)
     assert d.status.sandbox is not None and d.status.sandbox.retain_until == NOW + dt.timedelta(seconds=120)
     assert d.release_slot
+
+
+def test_a_kept_sandbox_whose_stop_did_not_happen_is_stopped_again() -> None:
+    """The stop answered 409 (state change in progress) or the operator restarted after the
+    Failed write: the next steps ask again until the sandbox is seen stopping or stopped."""
+    t = task(running_status(), sandbox={"keepOnFailure": True, "keepForSeconds": 600})
+    failed = decide(t, Observation(sandbox=started(), command=CommandObs("c1", 1)))
+    after = t.model_copy(update={"status": failed.status})
+    later = NOW + dt.timedelta(seconds=60)
+    again = decide(after, Observation(sandbox=started(state="started")), now=later)
+    assert again.actions == (KeepSandbox(name=plan.sandbox_name(UID, 1),
+                                         delete_after_minutes=9 + CONFIG.safety_margin_minutes),)
+    assert again.requeue_after is not None and again.requeue_after <= CONFIG.poll_interval_seconds
+    for state in ("stopping", "stopped"):
+        settled = decide(after, Observation(sandbox=started(state=state)), now=later)
+        assert settled.actions == () and settled.requeue_after == pytest.approx(540)
 
 
 @pytest.mark.parametrize("state", ["stopped", "error", "build_failed", "destroyed", "archived"])
