@@ -115,8 +115,17 @@ def test_kubectl_get_at_shows_the_printer_columns(
     out = kubectl("get", "at", "-n", namespace).stdout.splitlines()
     assert out[0].split() == ["NAME", "PHASE", "REPOSITORY", "ISSUE", "SANDBOX", "AGE"]
     assert out[1].split()[:3] == ["fix-issue-1", "https://github.com/example-org/example-repo.git", "1"]
-    # the category works too
-    assert "fix-issue-1" in kubectl("get", "agenttask", "-n", namespace).stdout
+    # the singular names one resource type (the category must not shadow it: with AgentTaskQuota
+    # in a category called `agenttask`, `kubectl get agenttask NAME -o jsonpath` answered "you
+    # must specify only one resource")
+    assert kubectl("get", "agenttask", "fix-issue-1", "-n", namespace, "-o",
+                   "jsonpath={.spec.issue.number}").stdout == "1"
+    # the category lists both kinds
+    kubectl("create", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "agenttask.io/v1alpha1", "kind": "AgentTaskQuota", "metadata": {"name": "team"},
+        "spec": {"maxConcurrentTasks": 3}}))
+    listed = kubectl("get", "agenttask-all", "-n", namespace, "-o", "name").stdout.split()
+    assert sorted(listed) == ["agenttask.agenttask.io/fix-issue-1", "agenttaskquota.agenttask.io/team"]
 
 
 def test_status_is_a_subresource(crd: Path, kubectl: Kubectl, namespace: str) -> None:
@@ -154,4 +163,4 @@ def test_crd_is_a_structural_schema_with_descriptions() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     assert crd["spec"]["names"]["shortNames"] == ["at"]
-    assert crd["spec"]["names"]["categories"] == ["agenttask"]
+    assert crd["spec"]["names"]["categories"] == ["agenttask-all"]
