@@ -198,9 +198,13 @@ class Kube:
 
     # ------------------------------------------------------------------ peering
 
-    async def get_crd(self, name: str) -> dict[str, Any] | None:
-        return await self._request("GET", url=f"customresourcedefinitions/{name}", version="v1",
-                                   base="/apis/apiextensions.k8s.io")
+    async def served_resources(self, group: str, version: str) -> set[str] | None:
+        """The resource names (plurals) the API serves in `group/version`, from discovery (which
+        every authenticated client may read); None when the group version is not served."""
+        body = await self._request("GET", url=version, version=group, base="/apis")
+        if body is None:
+            return None
+        return {str(r.get("name")) for r in body.get("resources") or [] if "/" not in str(r.get("name"))}
 
     async def get_peering(self, name: str, *, namespace: str | None) -> dict[str, Any] | None:
         """kopf's (Cluster)KopfPeering object, which holds the replicas' keep-alives."""

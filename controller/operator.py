@@ -48,7 +48,9 @@ async def serve(settings: Settings, *, stop_flag: asyncio.Event | None = None,
 
     if not settings.standalone:
         kube = await Kube.connect()
-        await peering.preflight(kube, name=settings.peering_name, namespaces=settings.namespaces)
+        warning = await peering.preflight(kube, name=settings.peering_name, namespaces=settings.namespaces)
+        if warning:
+            logging.getLogger("controller.operator").warning("%s", warning)
 
     await kopf.operator(
         clusterwide=not settings.namespaces,

@@ -53,19 +53,28 @@ async def is_active(kube: Kube, *, standalone: bool, name: str, namespaces: list
     return decide_active(body.get("status") or {}, priority=priority, now=now)
 
 
-async def preflight(kube: Kube, *, name: str, namespaces: list[str]) -> None:
-    """Raise `PeeringMissing` with what to do when the peering resource is absent."""
+async def preflight(kube: Kube, *, name: str, namespaces: list[str]) -> str | None:
+    """Check the peering resource before kopf starts.
+
+    Raises `PeeringMissing` when the peering CRD is not served: kopf would wait, silently and
+    forever, for a peering it cannot join. Returns a warning to log when the CRD is served but
+    the object does not exist *yet*: kopf then starts paused and resumes as soon as the object
+    appears. That is the normal order of a fresh `helm install --wait`: the chart creates the
+    object in a post-install hook, which Helm runs only once the Deployment is Ready, so the
+    replicas must start (and be Ready, as standbys are) without it. The CRD is looked up
+    through API discovery, which needs no RBAC beyond being authenticated."""
     namespace = namespaces[0] if namespaces else None
     kind = f"KopfPeering {namespace}/{name}" if namespace else f"ClusterKopfPeering {name}"
+    plural = "kopfpeerings" if namespace else "clusterkopfpeerings"
     try:
         if await kube.get_peering(name, namespace=namespace) is not None:
-            return
-        crd = "kopfpeerings.kopf.dev" if namespace else "clusterkopfpeerings.kopf.dev"
-        installed = await kube.get_crd(crd) is not None
+            return None
+        served = await kube.served_resources("kopf.dev", "v1")
     except OperatorError as exc:
         raise PeeringMissing(f"cannot read the {kind} peering object: {exc}") from exc
-    if not installed:
-        raise PeeringMissing(f"the peering CRD {crd} is not installed: apply crds/kopf-peering.yaml (the Helm "
-                             "chart installs it), or run a single replica with --standalone")
-    raise PeeringMissing(f"the peering object {kind} does not exist: create it (the Helm chart does), or run "
-                         "a single replica with --standalone")
+    if served is None or plural not in served:
+        raise PeeringMissing(f"the peering CRD {plural}.kopf.dev is not installed: apply crds/kopf-peering.yaml (the "
+                             "Helm chart installs it), or run a single replica with --standalone")
+    return (f"the peering object {kind} does not exist yet: every replica stays paused (standing by) until it "
+            "is created (the Helm chart creates it once the release is installed), or run a single replica "
+            "with --standalone")

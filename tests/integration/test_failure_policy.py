@@ -315,12 +315,49 @@ for i in range(int(sys.argv[1])):
     assert secret not in emitted
 
 
-def test_without_its_peering_object_the_operator_refuses_to_start_and_says_why(
-    controlplane: DevCluster, crd: Path, namespace: str, server: SandboxServer, tmp_path: Path
+def test_without_the_peering_crd_the_operator_refuses_to_start_and_says_why(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, server: SandboxServer, tmp_path: Path
 ) -> None:
+    kubectl("delete", "crd", "kopfpeerings.kopf.dev", "--ignore-not-found", "--wait=true")  # tests apply it
     op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path, AGENTTASK_STANDALONE="false",
-                      AGENTTASK_PEERING_NAME=f"missing-{uuid.uuid4().hex[:6]}")
+                      AGENTTASK_PEERING_NAME="agenttask-operator")
     proc = subprocess.run([sys.executable, "-m", "controller.cli", "run", "--namespace", namespace],
                           env=op.env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "not starting" in proc.stderr and "--standalone" in proc.stderr
+    assert "not starting" in proc.stderr and "kopfpeerings.kopf.dev is not installed" in proc.stderr
+    assert "--standalone" in proc.stderr
+
+
+def test_without_its_peering_object_yet_the_operator_stands_by_until_it_exists(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, server: SandboxServer, tmp_path: Path
+) -> None:
+    """A fresh `helm install --wait` starts the replicas before the chart's post-install hook
+    creates the peering object (Helm runs hooks once the Deployment is Ready): the replicas must
+    start, say so, stand by (and be Ready, like any standby), and begin once the object appears."""
+    kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "kopf-peering.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev")
+    _, url = make_repo(tmp_path)
+    create_task(kubectl, namespace, "waits", {"repository": {"url": url},
+                                              "agent": {"command": agent_script(tmp_path, "a", SLEEPY)}})
+    op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path, AGENTTASK_STANDALONE="false",
+                      AGENTTASK_PEERING_NAME="agenttask-operator", AGENTTASK_PEERING_LIFETIME_SECONDS="8").start()
+    try:
+        wait_for(lambda: "does not exist yet" in op.logs(), timeout=30, what="the warning about the peering object")
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{op.http_port}/readyz", timeout=5) as resp:
+                    return bool(resp.status == 200)
+            except OSError:
+                return False
+
+        wait_for(ready, timeout=30, what="the standing-by operator to be Ready")
+        waiting = get_task(kubectl, namespace, "waits") or {}
+        # paused: the task that was there before the operator started is untouched
+        assert waiting.get("status") is None and not waiting["metadata"].get("finalizers"), waiting
+        kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(
+            {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "agenttask-operator"}}))
+        done = wait_phase(kubectl, namespace, "waits", {"Succeeded", "Failed"}, timeout=90)
+    finally:
+        op.stop()
+    assert done["status"]["phase"] == "Succeeded", done["status"]

@@ -68,7 +68,21 @@ def install(env: NodeEnv, *sets: str, strings: tuple[str, ...] = (), wait: bool 
         args += ["--set-string", value]
     if wait:
         args += ["--wait", "--timeout=180s"]
-    env.helm(*args)
+    done = env.helm(*args, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}\n{diagnose(env)}")
+
+
+def diagnose(env: NodeEnv) -> str:
+    """What the Pods say, for a failure message: phase, readiness, /readyz and the log's end."""
+    lines = [env.kubectl("get", "pods", "-n", NS, "-o", "wide", check=False).stdout]
+    for pod in pods(env):
+        name = pod["metadata"]["name"]
+        probe = env.kubectl("exec", "-n", NS, name, "-c", "operator", "--", "python", "-c", READYZ, check=False)
+        log = env.kubectl("logs", "-n", NS, name, "--tail=15", check=False)
+        lines += [f"== {name}: ready={ready(pod)} /readyz: {probe.stdout.strip()[:600]} {probe.stderr.strip()[:200]}",
+                  log.stdout[-3000:]]
+    return "\n".join(lines)
 
 
 def pods(env: NodeEnv) -> list[dict[str, Any]]:
