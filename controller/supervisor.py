@@ -528,8 +528,9 @@ class Supervisor:
                             ("cache_creation", used.tokens.cache_creation_input_tokens)):
             if count:
                 metrics.AGENT_TOKENS.labels(*labels, kind).inc(count)
-        if used.cost_usd:
-            metrics.AGENT_COST.labels(*labels).inc(used.cost_usd)
+        # always touched: an agent that reports no cost (a scripted one) adds 0, so the series (and
+        # the dashboard's cost panel) exists for every namespace that ran a task
+        metrics.AGENT_COST.labels(*labels).inc(used.cost_usd or 0.0)
         if used.sandbox_seconds:
             metrics.SANDBOX_SECONDS.labels(*labels).inc(used.sandbox_seconds)
 
