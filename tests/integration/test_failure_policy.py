@@ -354,7 +354,8 @@ def test_without_its_peering_object_yet_the_operator_stands_by_until_it_exists(
         wait_for(ready, timeout=30, what="the standing-by operator to be Ready")
         waiting = get_task(kubectl, namespace, "waits") or {}
         # paused: the task that was there before the operator started is untouched
-        assert waiting.get("status") is None and not waiting["metadata"].get("finalizers"), waiting
+        assert waiting.get("status") == {"observedGeneration": 0} and not waiting["metadata"].get("finalizers"), \
+            waiting
         kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(
             {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "agenttask-operator"}}))
         done = wait_phase(kubectl, namespace, "waits", {"Succeeded", "Failed"}, timeout=90)
