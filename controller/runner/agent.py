@@ -73,9 +73,10 @@ def agent_env(environ: Mapping[str, str], ctx: Context) -> dict[str, str]:
 
 def run_agent(
     argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], stdin_file: Path, stream: bool = False,
-    deadline: float | None = None, max_cost_usd: float | None = None,
+    deadline: float | None = None, max_cost_usd: float | None = None, session_file: Path | None = None,
 ) -> AgentRun:
-    """Run the agent to completion (or until it is stopped), streaming its output."""
+    """Run the agent to completion (or until it is stopped), streaming its output. With a stream
+    and `session_file`, the session id is written there as soon as the stream names it."""
     log(f"running the agent: {argv[0]} (cwd {cwd})")
     started = time.monotonic()
     _become_subreaper()
@@ -93,7 +94,8 @@ def run_agent(
     assert proc.stderr is not None
     tail = bytearray()
     parser = StreamParser() if stream else None
-    out = (threading.Thread(target=_pump_stream, args=(proc.stdout, sys.stdout.buffer, parser), daemon=True)
+    out = (threading.Thread(target=_pump_stream, args=(proc.stdout, sys.stdout.buffer, parser, session_file),
+                            daemon=True)
            if parser is not None else
            threading.Thread(target=_pump, args=(proc.stdout, sys.stdout.buffer, tail), daemon=True))
     pumps = [out, threading.Thread(target=_pump, args=(proc.stderr, sys.stderr.buffer, None), daemon=True)]
@@ -166,8 +168,9 @@ def _pump(src: IO[bytes], dst: IO[bytes], tail: bytearray | None) -> None:
                 del tail[:-TAIL_BYTES]
 
 
-def _pump_stream(src: IO[bytes], dst: IO[bytes], parser: StreamParser) -> None:
+def _pump_stream(src: IO[bytes], dst: IO[bytes], parser: StreamParser, session_file: Path | None) -> None:
     skipping = False
+    recorded: str | None = None
     with src:
         for line in iter(lambda: src.readline(STREAM_LINE_LIMIT), b""):
             complete = line.endswith(b"\n")
@@ -182,6 +185,19 @@ def _pump_stream(src: IO[bytes], dst: IO[bytes], parser: StreamParser) -> None:
                 progress = [f"(unreadable stream-json line: {e!r})"]
             for text in progress:
                 _write(dst, (REDACTOR.text(text) + "\n").encode("utf-8", "replace"))
+            if session_file is not None and parser.session_id and parser.session_id != recorded:
+                recorded = parser.session_id
+                _record_session(session_file, recorded)
+
+
+def _record_session(path: Path, session_id: str) -> None:
+    """Write the session id beside, then rename over: a reader never sees half of it."""
+    try:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(session_id + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        log(f"could not record the agent's session id: {e}")
 
 
 def _write(dst: IO[bytes], data: bytes) -> None:

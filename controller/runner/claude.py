@@ -4,6 +4,8 @@ argv: `claude -p --output-format stream-json --verbose` plus
   * the permission mode: `bypassPermissions` (every tool runs without a prompt: the sandbox is the
     boundary), or `dontAsk` when `agent.allowedTools` is set, which makes that list a whitelist:
     the named tools and rules run, anything else is denied and shows in `permission_denials`;
+  * `--resume <session id>` when an earlier run in this sandbox recorded its session
+    (`SESSION_FILE`): a resumed task continues its conversation;
   * `--model`, `--max-turns`, `--allowedTools …`, `--disallowedTools …` (deny rules win in every
     mode), `--append-system-prompt-file <file>`, `--mcp-config <file> --strict-mcp-config` (only
     the operator's MCP servers), `--max-budget-usd` for `agent.maxCostUsd`.
@@ -28,6 +30,7 @@ This module does not start processes and does not read files.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,22 @@ QUIET_ENV: dict[str, str] = {
 }
 HOME_DIR = "home"
 TMP_DIR = "tmp"
+SESSION_FILE = "agent-session-id"
+"""In the context dir: the id of the Claude Code session this attempt started (written as soon as
+the stream names it). A later run in the same sandbox (the task was suspended and resumed, or the
+runner was restarted) resumes that conversation with `--resume` instead of starting over."""
+RESUME_PROMPT = (
+    "Your session was interrupted (the sandbox was stopped, for example because the task was "
+    "suspended) and has now been resumed with the same checkout. Continue the task from where you "
+    "left off; do not start over.\n"
+)
+_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,127}$")
+
+
+def session_to_resume(text: str | None) -> str | None:
+    """The session id recorded in `SESSION_FILE`, if it looks like one (else None: start afresh)."""
+    value = (text or "").strip()
+    return value if _SESSION_ID.match(value) else None
 
 
 @dataclass(frozen=True)
@@ -58,9 +77,13 @@ class AgentDirs:
         return cls(home=ctx_dir / HOME_DIR, tmp=ctx_dir / TMP_DIR)
 
 
-def claude_argv(base: tuple[str, ...], options: AgentOptions, *, system_prompt_file: Path | None) -> list[str]:
-    """`base` (the default command) plus the permission mode and the flags for `options`."""
+def claude_argv(base: tuple[str, ...], options: AgentOptions, *, system_prompt_file: Path | None,
+                resume: str | None = None) -> list[str]:
+    """`base` (the default command) plus the permission mode and the flags for `options`; with
+    `resume`, the conversation of that session goes on (`--resume <id>`)."""
     argv = list(base)
+    if resume is not None:
+        argv += ["--resume", resume]
     if options.allowed_tools is not None:
         argv += ["--permission-mode", "dontAsk"]
         if options.allowed_tools:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .agent import AgentRun, agent_env, run_agent
 from .classify import AgentEnd, classify
-from .claude import AgentDirs, claude_argv, claude_env, is_stream_json
+from .claude import RESUME_PROMPT, SESSION_FILE, AgentDirs, claude_argv, claude_env, is_stream_json, session_to_resume
 from .context import (
     API_URL_ENV,
     USERNAME_ENV,
@@ -110,11 +110,12 @@ def _run_task(
     saved_config = _read(config)
     ctx.summary_file.unlink(missing_ok=True)
     cwd = _agent_cwd(ctx, checkout)
-    argv, env = _agent_command(ctx, environ=environ, runtime=runtime, operator_keys=operator_keys)
+    argv, env, stdin_file = _agent_command(ctx, environ=environ, runtime=runtime, operator_keys=operator_keys)
     limit = _time_limit(ctx, started=started)
     run = run_agent(
-        argv, cwd=cwd, env=env, stdin_file=ctx.prompt_file, stream=is_stream_json(argv),
+        argv, cwd=cwd, env=env, stdin_file=stdin_file, stream=is_stream_json(argv),
         deadline=None if limit is None else limit[0], max_cost_usd=ctx.agent.options.max_cost_usd,
+        session_file=None if ctx.agent.custom else ctx.dir / SESSION_FILE,
     )
     if saved_config is not None and _read(config) != saved_config:
         log("the agent changed the repository's git config; restoring it")
@@ -190,14 +191,21 @@ def _time_limit(ctx: Context, *, started: float) -> tuple[float, str] | None:
 
 def _agent_command(
     ctx: Context, *, environ: Mapping[str, str], runtime: Path, operator_keys: frozenset[str],
-) -> tuple[list[str], dict[str, str]]:
-    """argv and environment of the agent: a custom command as it is, or Claude Code set up headless."""
+) -> tuple[list[str], dict[str, str], Path]:
+    """argv, environment and stdin of the agent: a custom command as it is (the prompt on stdin),
+    or Claude Code set up headless, resuming its earlier session in this sandbox if there is one."""
     env = agent_env(environ, ctx)
     options = ctx.agent.options
     if ctx.agent.custom:
         if options != AgentOptions(max_cost_usd=options.max_cost_usd):
             log("agent.command is set: the Claude Code options of task.json are not applied to it")
-        return list(ctx.agent.command), env
+        return list(ctx.agent.command), env, ctx.prompt_file
+    stdin_file = ctx.prompt_file
+    resume = session_to_resume(_read_text(ctx.dir / SESSION_FILE))
+    if resume is not None:
+        log(f"resuming the agent's session {resume} (an earlier run in this sandbox was interrupted)")
+        stdin_file = runtime / "resume-prompt.md"
+        stdin_file.write_text(RESUME_PROMPT, encoding="utf-8")
     dirs = AgentDirs.under(ctx.dir)
     for directory in (dirs.home, dirs.tmp):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -209,7 +217,14 @@ def _agent_command(
     env = claude_env(env, dirs=dirs, operator_keys=operator_keys, euid=euid)
     if euid == 0 and env.get("IS_SANDBOX") == "1":
         log("running as root: IS_SANDBOX=1 lets Claude Code bypass permission prompts inside the sandbox")
-    return claude_argv(ctx.agent.command, options, system_prompt_file=prompt_file), env
+    return claude_argv(ctx.agent.command, options, system_prompt_file=prompt_file, resume=resume), env, stdin_file
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[:256]
+    except OSError:
+        return None
 
 
 def _read(path: Path) -> bytes | None:

@@ -306,3 +306,39 @@ async def test_claude_code_runs_the_tests_as_the_sandbox_user(uid_sandbox: Sandb
     assert (sb.ctx / "home").stat().st_uid == SANDBOX_UID
     assert sorted(os.listdir(sb.home)) == ["agenttask", "repo"]
 
+
+
+async def test_a_second_run_in_the_same_sandbox_resumes_the_conversation(sandbox: Sandbox, claude_bin: Path) -> None:
+    """Suspend/resume (issue #15): the sandbox is stopped mid-run and started again, and the runner
+    runs again in the same workspace. It finds the session id the first run recorded and passes
+    `--resume`, so Claude Code continues the same conversation (its transcript is under the
+    context dir's HOME) instead of starting over from the prompt."""
+    marker = f"time.sleep({secrets.randbelow(1000) + 2000})"
+    sandbox.write_context(command=None, github=False, agent_options={"timeoutSeconds": 8})
+    # the fake answers by the number of assistant messages so far; what a resumed transcript holds
+    # before the new prompt (the interrupted call, Claude Code's own notes) is Claude Code's business
+    script = [use("Bash", command=f'python3 -c "import time; {marker}"', description="Think hard"),
+              *[say("Picked up where I left off: done.")] * 6]
+    async with FakeAnthropic(script, api_key=API_KEY) as api:
+        with_claude(sandbox, claude_bin, api)
+        first = await asyncio.to_thread(sandbox.run, zipapp=True)  # interrupted, as a stop would
+        assert first.returncode == 66, first.stderr.decode()
+        recorded = (sandbox.ctx / "agent-session-id").read_text().strip()
+        before = len(api.message_requests())
+        assert {r.headers["x-claude-code-session-id"] for r in api.message_requests()} == {recorded}
+
+        with_claude(sandbox, claude_bin, api)  # the operator uploads the context (env.json) again for a resume
+        second = await asyncio.to_thread(sandbox.run, zipapp=True)
+
+    assert second.returncode == 0, second.stderr.decode() + second.stdout.decode()
+    assert f"resuming the agent's session {recorded}".encode() in second.stderr + second.stdout
+    assert second.result is not None and second.result["summary"] == "Picked up where I left off: done."
+    resumed = api.message_requests()[before:]
+    assert resumed, "the second run made no model call"
+    messages = resumed[0].json["messages"]
+    texts = json.dumps(messages)
+    assert marker in texts  # the first run's tool call is in the conversation the model sees
+    assert "Your session was interrupted" in texts  # and the runner's continuation prompt after it
+    assert "Fix it." not in json.dumps(messages[-1])  # not the original prompt again
+    # a resumed run records its (new) session id, so a second suspension resumes from there
+    assert (sandbox.ctx / "agent-session-id").read_text().strip() == second.result["agent"]["sessionId"]

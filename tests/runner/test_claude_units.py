@@ -11,7 +11,14 @@ import pytest
 
 from controller.runner import agent
 from controller.runner.classify import AgentEnd, classify
-from controller.runner.claude import QUIET_ENV, AgentDirs, claude_argv, claude_env, is_stream_json
+from controller.runner.claude import (
+    QUIET_ENV,
+    AgentDirs,
+    claude_argv,
+    claude_env,
+    is_stream_json,
+    session_to_resume,
+)
 from controller.runner.context import DEFAULT_AGENT_COMMAND, AgentOptions, load_context
 from controller.runner.errors import EXIT_CODES, ContextError, ExitCode, FailureClass
 from controller.runner.stream import StreamParser
@@ -140,7 +147,7 @@ def test_over_long_stream_lines_are_skipped_with_bounded_memory(monkeypatch: pyt
     dst = io.BytesIO()
     parser = StreamParser()
 
-    agent._pump_stream(src, dst, parser)
+    agent._pump_stream(src, dst, parser, None)
 
     printed = dst.getvalue().decode()
     assert "xxxx" not in printed
@@ -203,6 +210,20 @@ def test_every_failure_class_has_its_own_exit_code() -> None:
 def test_default_argv_bypasses_prompts() -> None:
     assert claude_argv(DEFAULT_AGENT_COMMAND, AgentOptions(), system_prompt_file=None) == [
         "claude", "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "bypassPermissions"]
+
+
+def test_resume_continues_the_recorded_session() -> None:
+    argv = claude_argv(DEFAULT_AGENT_COMMAND, AgentOptions(), system_prompt_file=None,
+                       resume="f506f506-0916-48c7-a3d3-48d4e0987a34")
+    assert argv[5:7] == ["--resume", "f506f506-0916-48c7-a3d3-48d4e0987a34"]
+
+
+@pytest.mark.parametrize(("text", "session"), [
+    ("f506f506-0916-48c7-a3d3-48d4e0987a34\n", "f506f506-0916-48c7-a3d3-48d4e0987a34"),
+    (None, None), ("", None), ("--dangerously-skip-permissions", None), ("a b", None), ("x" * 200, None),
+])
+def test_only_a_session_shaped_record_is_resumed(text: str | None, session: str | None) -> None:
+    assert session_to_resume(text) == session  # never a flag, never free text, as an argv element
 
 
 def test_every_option_maps_to_its_flag() -> None:
