@@ -181,6 +181,14 @@ class Operator:
         except OSError:
             return False
 
+    def ready(self) -> bool:
+        """True when /readyz answers 200 (watching and reconciling, or a healthy standby)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=5) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as resp:
             text: str = resp.read().decode()

@@ -343,15 +343,7 @@ def test_without_its_peering_object_yet_the_operator_stands_by_until_it_exists(
                       AGENTTASK_PEERING_NAME="agenttask-operator", AGENTTASK_PEERING_LIFETIME_SECONDS="8").start()
     try:
         wait_for(lambda: "does not exist yet" in op.logs(), timeout=30, what="the warning about the peering object")
-
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{op.http_port}/readyz", timeout=5) as resp:
-                    return bool(resp.status == 200)
-            except OSError:
-                return False
-
-        wait_for(ready, timeout=30, what="the standing-by operator to be Ready")
+        wait_for(op.ready, timeout=30, what="the standing-by operator to be Ready")
         waiting = get_task(kubectl, namespace, "waits") or {}
         # paused: the task that was there before the operator started is untouched
         assert waiting.get("status") == {"observedGeneration": 0} and not waiting["metadata"].get("finalizers"), \
