@@ -36,12 +36,16 @@ class OperatorError(Exception):
 class Retryable(OperatorError):
     """A transient failure (rate limit, 5xx, timeout, connection, state change in progress).
 
-    `retry_after` is the delay the remote asked for (any Retry-After header form), if any.
+    `retry_after` is the delay the remote asked for (any Retry-After header form), if any;
+    `code` the machine-readable error code the server sent (the toolbox daemon's, e.g.
+    ``GIT_TRANSPORT_FAILED``: the sandbox could not reach a git remote), if any.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None):
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None,
+                 code: str | None = None):
         super().__init__(message, status=status)
         self.retry_after = retry_after
+        self.code = code
 
 
 class Cause(StrEnum):

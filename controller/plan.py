@@ -562,8 +562,10 @@ def _cleanup(task: AgentTask, b: _Builder, *, keep: bool) -> Decision:
                         actions=(KeepSandbox(name=sandbox.name,
                                              delete_after_minutes=_keep_minutes(keep_for, b.config)),),
                         requeue_after=max((retain - b.now).total_seconds(), 0.0))
+    # the slot is held until the sandbox is seen gone: Daytona deletes asynchronously (destroying),
+    # and a slot freed at the delete request let the next sandbox exist beside this one
     return Decision(status=b.build(), actions=(DeleteSandbox(name=sandbox.name, reason="finished"),),
-                    requeue_after=0, release_slot=True)
+                    requeue_after=0)
 
 
 def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -> Decision:
@@ -589,8 +591,9 @@ def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
         return Decision(status=b.build(), release_slot=True,
                         actions=(DeleteSandbox(name=sandbox.name, reason="retention-expired"),),
                         requeue_after=0)
+    deleting = obs.sandbox.state in ("destroying", "destroyed")
     return Decision(status=b.build(), actions=(DeleteSandbox(name=sandbox.name, reason="finished"),),
-                    requeue_after=0, release_slot=True)
+                    requeue_after=config.poll_interval_seconds if deleting else 0)
 
 
 def _expire(task: AgentTask, b: _Builder, config: PlanConfig) -> Decision:

@@ -96,7 +96,7 @@ def translate(operation: str, exc: BaseException, *, now: float | None = None) -
     headers = getattr(exc, "headers", None)
     asked = retry.retry_after_seconds(headers, now=time.time() if now is None else now)
     if verdict.kind == Kind.TRANSIENT:
-        return Retryable(text, retry_after=asked, status=status)
+        return Retryable(text, retry_after=asked, status=status, code=code)
     if verdict.kind == Kind.OPERATOR_WIDE:
         assert verdict.cause is not None
         return OperatorWide(text, cause=verdict.cause, status=status, retry_after=asked)

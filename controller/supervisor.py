@@ -44,7 +44,8 @@ from .statuspatch import merge_patch
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 _ERROR_WRITE_SECONDS = 30.0  # lastError is rewritten at most this often
 _FINAL_STREAM_SECONDS = 5.0  # how long an exited command's log stream may take to deliver its end
-_CLONE_ATTEMPTS = 4  # transient clone failures in a row before the repository counts as unreachable
+_CLONE_ATTEMPTS = 4  # transport failures to the repository in a row before it counts as unreachable
+_REPOSITORY_TRANSPORT = "GIT_TRANSPORT_FAILED"  # the toolbox daemon's code: the remote could not be reached
 _WAIT_REASONS = frozenset({Reason.DAYTONA_AUTH_FAILED, Reason.DAYTONA_FORBIDDEN, Reason.DAYTONA_QUOTA_EXCEEDED,
                            Reason.DAYTONA_UNAVAILABLE, Reason.KUBERNETES_FORBIDDEN})
 
@@ -461,7 +462,12 @@ class Supervisor:
                                      password=password)
         except Retryable as exc:
             # the network between the sandbox and the repository: a few tries, then it is the task's
-            # repository that cannot be reached (a typo'd host never starts to resolve)
+            # repository that cannot be reached (a typo'd host never starts to resolve). Daytona's
+            # own transient answers to the clone request (429, 5xx) say nothing about the repository
+            # and are only retried; a clone that timed out counts unless Daytona itself is down.
+            timed_out = exc.status is None and Cause.DAYTONA_UNAVAILABLE not in rt.health.active()
+            if exc.code != _REPOSITORY_TRANSPORT and not timed_out:
+                raise
             self.clone_failures += 1
             if self.clone_failures >= _CLONE_ATTEMPTS:
                 raise TaskFault(f"the repository could not be cloned after {self.clone_failures} tries: {exc}",

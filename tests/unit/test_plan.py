@@ -222,7 +222,14 @@ def test_running_exit_zero_succeeds_and_deletes_sandbox() -> None:
     assert d.status.result == result
     assert d.status.completion_time == NOW
     assert d.actions == (DeleteSandbox(name=plan.sandbox_name(UID, 1), reason="finished"),)
-    assert d.release_slot  # once the delete succeeded: the next queued task need not wait for another look
+    # Daytona deletes asynchronously: the slot is held until the sandbox is seen gone, so the
+    # admission limit bounds the sandboxes that exist, destroying ones included
+    assert not d.release_slot
+    done = task(running_status()).model_copy(update={"status": d.status})
+    destroying = decide(done, Observation(sandbox=started(state="destroying")))
+    assert not destroying.release_slot and destroying.requeue_after == CONFIG.poll_interval_seconds
+    gone = decide(done, Observation(misses=1))
+    assert gone.release_slot and gone.status.sandbox is not None and gone.status.sandbox.deleted
 
 
 def test_running_exit_zero_without_changes_reports_no_changes() -> None:
