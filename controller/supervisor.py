@@ -274,8 +274,12 @@ class Supervisor:
             return plan.Observation(sandbox=rt.sandboxes.observe(sandbox) if sandbox is not None else None,
                                     admission=resume)
         if phase.terminal:
-            name = status.sandbox.name if status.sandbox and status.sandbox.name else None
-            sandbox = self.seen = await rt.sandboxes.find(name) if name else None
+            # by id when known: Daytona's soft delete renames a deleted sandbox at once
+            # (DESTROYED_<name>_<ms>), so the name answers 404 while it is still being destroyed
+            # and still counts; the slot is held until the id answers 404 too
+            box = status.sandbox
+            ref = (box.id or box.name) if box is not None and box.name else None
+            sandbox = self.seen = await rt.sandboxes.find(ref) if ref else None
             return plan.Observation(sandbox=rt.sandboxes.observe(sandbox) if sandbox is not None else None)
         name = plan.sandbox_name(task.metadata.uid, attempt)
         sandbox = self.seen = await rt.sandboxes.find(name)
