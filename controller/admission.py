@@ -18,10 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from .logs import task_fields
 from .plan import Admission
+
+_log = logging.getLogger("kopf.objects")  # the per-task log stream, like the supervisors' lines
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -138,10 +142,12 @@ class AdmissionQueue:
         self._waiting[item.key] = item  # (its requester may have been read anew)
         admit, positions = self._order()
         if item.key in admit:
-            self._waiting.pop(item.key)
-            self._turn.pop(item.key, None)
-            self._active[item.key] = item.key[0]
-            self._requesters[item.key] = item.requester
+            # every task the FCFS rule admits now gets its slot now, oldest first, and the grants
+            # are logged in that order: granting only the asker made the log (and the moment
+            # each slot was taken) follow whichever supervisor happened to ask first
+            granted = sorted((self._waiting[k] for k in admit if k in self._waiting), key=lambda w: (w.created, w.uid))
+            for other in granted:
+                self._grant(other)
             return Admission(admitted=True, granted=True)
         turn = self._turn.get(item.key)
         if turn is None or turn.is_set():  # woken but overtaken (e.g. by an older task): wait again
@@ -161,6 +167,16 @@ class AdmissionQueue:
                            f"running; {message}")
                 break
         return Admission(admitted=False, position=position, queued=total, limit_message=message)
+
+    def _grant(self, item: Waiting) -> None:
+        self._waiting.pop(item.key, None)
+        turn = self._turn.pop(item.key, None)
+        if turn is not None:
+            turn.set()  # its supervisor looks now and finds its slot
+        self._active[item.key] = item.key[0]
+        self._requesters[item.key] = item.requester
+        _log.info("admitted to a sandbox slot (%d/%d active)", len(self._active), self.limit,
+                  extra=task_fields(namespace=item.key[0], name=item.key[1], uid=item.uid))
 
     def _order(self) -> tuple[set[Key], dict[Key, int]]:
         return order_admissions(active=self._active, waiting=self._waiting.values(), limit=self.limit,

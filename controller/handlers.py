@@ -68,7 +68,7 @@ class App:
     readiness: Readiness | None = None
     github: integration.GitHubIntegration | None = None
     liveness: Liveness = field(default_factory=Liveness)
-    wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    wakers: dict[tuple[str, str], Callable[[Any], None]] = field(default_factory=dict)
     background: list[asyncio.Task[None]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
@@ -308,13 +308,13 @@ async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger
     app = app_of(memo)
     key = (task.metadata.namespace, task.metadata.name)
     supervisor = Supervisor(rt, body=body, logger=logger, on_step=app.liveness.beat)
-    app.wakers[key] = supervisor.wake
+    app.wakers[key] = supervisor.nudge
     app.liveness.started()
     try:
         await supervisor.run(stopped)
     finally:
         app.liveness.ended()
-        if app.wakers.get(key) is supervisor.wake:
+        if app.wakers.get(key) == supervisor.nudge:
             del app.wakers[key]
     rt.queue.release((task.metadata.namespace, task.metadata.name))
 
@@ -326,9 +326,9 @@ async def spec_changed(body: kopf.Body, namespace: str | None, name: str, memo: 
     so they wake nothing."""
     generation = (body.get("metadata") or {}).get("generation")
     if generation != (body.get("status") or {}).get("observedGeneration"):
-        wake = app_of(memo).wakers.get((namespace or "", name))
-        if wake is not None:
-            wake.set()
+        nudge = app_of(memo).wakers.get((namespace or "", name))
+        if nudge is not None:
+            nudge(body)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="sandbox-cleanup")

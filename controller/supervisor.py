@@ -104,6 +104,14 @@ class Supervisor:
             if self.follower is not None:
                 await self.follower.stop()
 
+    def nudge(self, body: Any) -> None:
+        """The spec changed (suspend, cancel, a new deadline): look now, at this body or newer.
+        The event that carries the change can reach us before kopf has updated the daemon's live
+        body; a step on the older body would decide on the old spec (e.g. sleep as suspended)."""
+        if _rv(body) > _rv(self.current):
+            self.current = {k: body[k] for k in body}
+        self.wake.set()
+
     def _latest(self) -> AgentTask:
         if _rv(self.live) > _rv(self.current):
             self.current = dict(self.live)
@@ -232,8 +240,10 @@ class Supervisor:
                                             asyncio.ensure_future(self.wake.wait())]
         if self.follower is not None and not self.follower.exited.is_set():
             waits.append(asyncio.ensure_future(self.follower.exited.wait()))
-        phase = AgentTask.from_body(self.current).status.phase
-        if phase in (Phase.QUEUED, None, Phase.PENDING):
+        task = AgentTask.from_body(self.current)
+        phase = task.status.phase
+        resuming = phase == Phase.SUSPENDED and not task.spec.suspend  # waits for a slot like a queued task
+        if phase in (Phase.QUEUED, None, Phase.PENDING) or resuming:
             waits.append(asyncio.ensure_future(self.rt.queue.wait_for_turn(self.key, seconds)))
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -261,9 +271,7 @@ class Supervisor:
         if phase in (None, Phase.PENDING, Phase.QUEUED):
             if task.spec.suspend:
                 return plan.Observation()
-            admission = self._request_slot(task)
-            if admission.granted:  # logged in the same breath as the grant: the log order is the admission order
-                self.logger.info("admitted to a sandbox slot (%d/%d active)", rt.queue.active, rt.queue.limit)
+            admission = self._request_slot(task)  # the queue logs each grant, in admission order
             return plan.Observation(admission=admission)
         attempt = max(status.attempts, 1)
         if phase == Phase.SUSPENDED:
