@@ -148,7 +148,7 @@ class AdmissionQueue:
             granted = sorted((self._waiting[k] for k in admit if k in self._waiting), key=lambda w: (w.created, w.uid))
             for other in granted:
                 self._grant(other)
-            return Admission(admitted=True, granted=True)
+            return Admission(admitted=True)
         turn = self._turn.get(item.key)
         if turn is None or turn.is_set():  # woken but overtaken (e.g. by an older task): wait again
             self._turn[item.key] = asyncio.Event()

@@ -84,8 +84,6 @@ class CommandObs:
 @dataclass(frozen=True)
 class Admission:
     admitted: bool
-    granted: bool = False
-    """This request reserved the slot (False: it already held it, or it was not admitted)."""
     position: int | None = None
     queued: int | None = None
     limit_message: str = ""
