@@ -46,6 +46,23 @@ class LoopThread:
         self.loop.close()
 
 
+def issues_event(owner: str, repo: str, number: int, title: str, body: str, *, clone_url: str,
+                 action: str = "opened", installation: int = 99, **extra: Any) -> dict[str, Any]:
+    """An `issues` webhook payload as GitHub sends it for a labelled issue by a repository owner."""
+    return {
+        "action": action,
+        "issue": {"number": number, "title": title, "body": body, "state": "open",
+                  "html_url": f"https://github.example/{owner}/{repo}/issues/{number}",
+                  "user": {"login": "octocat", "type": "User"}, "author_association": "OWNER",
+                  "labels": [{"name": "agenttask"}]},
+        "repository": {"id": 1, "name": repo, "full_name": f"{owner}/{repo}", "owner": {"login": owner},
+                       "clone_url": clone_url, "default_branch": "main", "private": True},
+        "sender": {"login": "octocat", "type": "User"},
+        "installation": {"id": installation},
+        **extra,
+    }
+
+
 def deliver(url: str, body: bytes, *, event: str = "issues", secret: bytes | None, delivery: str,
             signature: str | None = None) -> tuple[int, Any]:
     """POST a webhook delivery; returns (status, parsed JSON body or None)."""

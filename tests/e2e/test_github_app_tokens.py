@@ -32,7 +32,7 @@ from tests.fakes.github import FakeGitHub
 
 from ..conftest import Kubectl
 from ..integration.harness import Operator, make_repo, register_secret, sandbox_server, wait_for
-from .githubflow import LoopThread, deliver, env_var
+from .githubflow import LoopThread, deliver, env_var, issues_event
 
 OWNER, REPO, APP_ID, INSTALLATION = "acme", "widgets", 4242, 99
 LIFETIME = 20.0  # seconds an installation token is valid
@@ -91,18 +91,8 @@ def test_a_task_outliving_its_installation_token_still_pushes_and_opens_the_pull
                     "AGENTTASK_TOKEN_REFRESH_SECONDS": "5",
                 }).start()
             try:
-                payload = {
-                    "action": "opened",
-                    "issue": {"number": 7, "title": "Fix it, slowly", "body": "", "state": "open",
-                              "html_url": f"https://github.example/{OWNER}/{REPO}/issues/7",
-                              "user": {"login": "octocat", "type": "User"}, "author_association": "OWNER",
-                              "labels": [{"name": "agenttask"}]},
-                    "repository": {"id": 1, "name": REPO, "full_name": f"{OWNER}/{REPO}",
-                                   "owner": {"login": OWNER}, "clone_url": clone_url, "default_branch": "main",
-                                   "private": True},
-                    "sender": {"login": "octocat", "type": "User"},
-                    "installation": {"id": INSTALLATION},
-                }
+                payload = issues_event(OWNER, REPO, 7, "Fix it, slowly", "", clone_url=clone_url,
+                                       installation=INSTALLATION)
                 status, answer = deliver(f"http://127.0.0.1:{operator.http_port}/github/webhook",
                                          json.dumps(payload).encode(), secret=WEBHOOK_SECRET.encode(),
                                          delivery=str(uuid.uuid4()))

@@ -38,7 +38,7 @@ from tests.fakes.github import FakeGitHub
 
 from ..conftest import Kubectl
 from ..integration.harness import Operator, SandboxServer, make_repo, sandbox_server, wait_for
-from .githubflow import ArgvSampler, LoopThread, deliver, env_var, follow_command_log, png_pixels
+from .githubflow import ArgvSampler, LoopThread, deliver, env_var, follow_command_log, issues_event, png_pixels
 
 OWNER, REPO = "acme", "widgets"
 TOKEN = "e2e-git-token-" + secrets.token_hex(12)  # no well-known token shape: only registration masks it
@@ -114,18 +114,7 @@ class Flow:
 
     def payload(self, number: int, title: str, body: str, *, action: str = "opened",
                 **extra: Any) -> dict[str, Any]:
-        return {
-            "action": action,
-            "issue": {"number": number, "title": title, "body": body, "state": "open",
-                      "html_url": f"https://github.example/{OWNER}/{REPO}/issues/{number}",
-                      "user": {"login": "octocat", "type": "User"}, "author_association": "OWNER",
-                      "labels": [{"name": "agenttask"}]},
-            "repository": {"id": 1, "name": REPO, "full_name": f"{OWNER}/{REPO}", "owner": {"login": OWNER},
-                           "clone_url": self.clone_url, "default_branch": "main", "private": True},
-            "sender": {"login": "octocat", "type": "User"},
-            "installation": {"id": 99},
-            **extra,
-        }
+        return issues_event(OWNER, REPO, number, title, body, clone_url=self.clone_url, action=action, **extra)
 
     def assert_no_token_leaks(self) -> None:
         assert self.sampler.samples > 10
