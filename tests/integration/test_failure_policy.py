@@ -158,7 +158,10 @@ def test_an_exhausted_organisation_quota_makes_tasks_wait_not_fail(
         (t["metadata"]["name"], t["status"].get("reason"), t["status"].get("message")) for t in done]
     assert all(t["status"]["attempts"] == 1 for t in done)  # a refused create is no lost attempt
     stats = small_org.stats()
-    assert stats["sandboxes_created"] == len(names) and stats["max_alive"] <= 2
+    # One create per task succeeded. (No bound on `max_alive`: as on Daytona, a sandbox that is
+    # destroying no longer counts toward the CPU quota, so a third create may succeed while the
+    # previous task's sandbox still exists; the server's quota check is unit-tested.)
+    assert stats["sandboxes_created"] == len(names)
     assert stats["calls"].get("create", 0) > len(names)  # the refusals were real, and retried
 
 
