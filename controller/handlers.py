@@ -296,7 +296,8 @@ def _needs_supervision(body: kopf.Body, memo: Any, **_: Any) -> bool:
     return plan.needs_supervision(AgentTask.from_body(body), rt.config if rt is not None else None)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, id="supervisor", when=_needs_supervision, cancellation_timeout=10.0,
+@kopf.daemon(GROUP, VERSION, PLURAL, id="supervisor", when=_needs_supervision, cancellation_backoff=2.0,
+             cancellation_timeout=10.0,
              initial_delay=lambda **_: random.uniform(0, 0.2))
 async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger, memo: Any,
                     **kwargs: Any) -> None:
@@ -316,7 +317,10 @@ async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger
         app.liveness.ended()
         if app.wakers.get(key) == supervisor.nudge:
             del app.wakers[key]
-    rt.queue.release((task.metadata.namespace, task.metadata.name))
+        # Also when kopf cancels the daemon: the status write that ends supervision (the finished
+        # task's sandbox seen gone) stops the daemon as soon as its watch event arrives, which can
+        # be before the step that wrote it got to release the slot (a slot leaked each time).
+        rt.queue.release(key)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

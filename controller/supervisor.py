@@ -127,6 +127,8 @@ class Supervisor:
             await self._register_secrets(task)
             obs = await self.observe(task)
             decision = plan.decide(task, obs, now=self.rt.clock(), config=self.rt.config)
+            if decision.release_slot:  # before the write: it can end supervision (see `handlers.supervise`)
+                self.rt.queue.release(self.key)
             await self.write(task, decision.status)
             for action in decision.actions:
                 await self.act(action, task)
@@ -157,8 +159,6 @@ class Supervisor:
             delay = self.backoff.next()
             self.logger.exception("unexpected error, retrying in %.1fs: %s", delay, logs.redact(repr(exc)))
             return delay
-        if decision.release_slot:
-            self.rt.queue.release(self.key)
         task = AgentTask.from_body(self.current)
         if any(isinstance(a, plan.DeleteTask) for a in decision.actions):
             return None

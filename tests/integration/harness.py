@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -193,6 +194,16 @@ class Operator:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as resp:
             text: str = resp.read().decode()
             return text
+
+    def admitted_tasks(self) -> float:
+        """`agenttask_admitted_tasks`: admission slots held now."""
+        match = re.search(r"^agenttask_admitted_tasks (\S+)$", self.metrics(), re.M)
+        assert match, "agenttask_admitted_tasks is not exported"
+        return float(match.group(1))
+
+    def wait_slots_released(self, timeout: float = 30) -> None:
+        """Every finished task's admission slot is given back (none leaked)."""
+        wait_for(lambda: self.admitted_tasks() == 0, timeout=timeout, what="every admission slot released")
 
     def kill(self) -> None:
         """SIGKILL, as a crashing node would."""

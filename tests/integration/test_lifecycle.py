@@ -175,6 +175,7 @@ def test_global_limit_queue_order_and_restart(
             op.kill()
             op.start()
             finished = [wait_phase(kubectl, namespace, n, {"Succeeded", "Failed"}, timeout=240) for n in names]
+            op.wait_slots_released()
         finally:
             op.stop()
         stats = server.stats()

@@ -91,6 +91,7 @@ def test_a_per_requester_concurrency_cap_holds_under_twenty_tasks(
             queued = wait_for(lambda: next((t for n in names if (t := get_task(kubectl, namespace, n)) and (
                 t.get("status") or {}).get("phase") == "Queued"), None), timeout=60, what="a queued task")
             done = [wait_phase(kubectl, namespace, n, {"Succeeded", "Failed"}, timeout=240) for n in names]
+        op.wait_slots_released()  # a leaked slot (a supervisor cancelled before releasing it) would stall the queue
         status = json.loads(kubectl("get", "atq", "per-user", "-n", namespace, "-o", "json").stdout).get("status", {})
     finally:
         op.stop()
