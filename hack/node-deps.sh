@@ -9,11 +9,12 @@
 #   iptables conntrack    kube-proxy's service rules (inside the node's network namespace)
 #   dnsmasq-base          the node's cluster DNS
 #   socat                 the loopback-only bridge from the host to the node's apiserver
+#   bubblewrap            the embedded sandbox server's bwrap and container modes (--isolation)
 set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed'; }
 for pkg in podman buildah mmdebstrap containerd runc containernetworking-plugins iptables conntrack \
-    dnsmasq-base socat; do
+    dnsmasq-base socat bubblewrap; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 if [ "${1:-}" = "--check" ]; then

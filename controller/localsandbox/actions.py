@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .catalog import Catalog
+from .containers import ContainerError
 from .errors import ApiError, bad_request
 from .layout import make_skeleton, remove_tree, sandbox_dir
 from .models import (
@@ -187,9 +188,27 @@ class Actions:
                     remove_tree(warm)  # only still there if it was not moved into place
             if self.store.faults.error_state("create"):
                 return "injected fault: sandbox failed to start"
-            return await self._network(rec)
+            return await self._container(rec) or await self._network(rec)
 
         return work
+
+    async def _container(self, rec: SandboxRecord) -> str | None:
+        """Container mode: create the container of a sandbox whose snapshot names an image; a
+        failure reason, or None (also when the sandbox runs without a container)."""
+        containers = self.store.containers
+        snap = self.catalog.find_snapshot(rec.snapshot) if rec.snapshot else None
+        if containers is None or snap is None or not snap.image_name:
+            return None
+        try:
+            rec.container = await containers.create(rec.id, snap.image_name)
+        except ContainerError as exc:
+            return str(exc)
+        except asyncio.CancelledError:  # deleted while podman ran: it may have made one anyway
+            self.store.spawn(containers.remove(rec.id))
+            raise
+        if rec.id not in self.store.records:  # forgotten meanwhile: nobody else will remove it
+            self.store.spawn(containers.remove(rec.id))
+        return None
 
     async def _network(self, rec: SandboxRecord) -> str | None:
         """Set up the sandbox's network (`network`); a failure reason, or None."""

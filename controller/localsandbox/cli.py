@@ -6,7 +6,9 @@ It serves until SIGINT/SIGTERM, then kills every sandbox process and exits 0.
 
 Flags: ``--host`` (127.0.0.1), ``--port`` (0 = a free port), ``--api-key`` (else env
 ``DAYTONA_API_KEY`` or ``LOCALSANDBOX_API_KEY``; required), ``--root`` (default: a temporary
-directory), ``--minute-seconds`` (60), ``--isolation auto|plain|bwrap``; settings (see
+directory), ``--minute-seconds`` (60), ``--isolation plain|bwrap|container|auto`` (default plain; container:
+sandboxes of a snapshot whose image is in the project's podman store, where ``agenttask images
+build`` puts them, run in a container of it; ``--bwrap PATH`` picks the bubblewrap); settings (see
 `settings`): ``--transition-seconds S`` (every transitional state; default 0.05),
 ``--transition STATE=SECONDS`` (repeatable), ``--quota-cpu/--quota-memory/--quota-disk N``
 (organisation totals), ``--max-cpu-per-sandbox/--max-memory-per-sandbox/--max-disk-per-sandbox N``,
@@ -30,6 +32,7 @@ import sys
 from typing import Any
 
 from .faults import parse_error_flag, parse_latency_flag, parse_rate_limit_flag
+from .isolation import MODES
 from .server import LocalSandboxServer
 from .settings import Settings, merge_settings, parse_transition_flag
 
@@ -48,7 +51,9 @@ def add_parser(subparsers: Any, name: str) -> None:
     )
     p.add_argument("--root", default=None, help="directory holding the sandboxes (default: a temporary directory)")
     p.add_argument("--minute-seconds", type=float, default=60.0, help="length of a lifecycle 'minute' in seconds")
-    p.add_argument("--isolation", choices=("auto", "plain", "bwrap"), default="auto")
+    p.add_argument("--isolation", choices=MODES, default="plain",
+                   help="plain (default: host processes, host paths), bwrap, container, or auto (bwrap if it works)")
+    p.add_argument("--bwrap", default=None, metavar="PATH", help="bubblewrap binary (default: bwrap on PATH)")
     p.add_argument("--latency", action="append", default=[], metavar="OP=SECONDS", help="inject latency (repeatable)")
     p.add_argument("--error-rate", action="append", default=[], metavar="OP=RATE[:STATUS]", help="inject errors")
     p.add_argument("--rate-limit", default=None, metavar="RATE[:RETRY_AFTER]", help="answer 429 to RATE of calls")
@@ -118,6 +123,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return merge_settings(settings, extra)
 
 
+def _project_podman_env() -> dict[str, str]:
+    """The environment that points podman at the project's own store (`controller.images`)."""
+    from controller.images.podman import Podman  # only container mode needs it
+
+    podman = Podman.default()
+    podman.prepare()
+    return podman.env()
+
+
 async def _serve(args: argparse.Namespace, api_key: str, faults: dict[str, Any], settings: Settings) -> int:
     server = LocalSandboxServer(
         api_key=api_key,
@@ -128,6 +142,8 @@ async def _serve(args: argparse.Namespace, api_key: str, faults: dict[str, Any],
         faults=faults,
         seed=args.seed,
         isolation=args.isolation,
+        bwrap=args.bwrap,
+        podman_env=_project_podman_env() if args.isolation == "container" else None,
         access_log=args.access_log,
         settings=settings,
     )

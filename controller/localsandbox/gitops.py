@@ -76,9 +76,9 @@ async def _git(request: web.Request, path: str, args: list[str], *, creds: tuple
         name = f".localsandbox-askpass-{secrets.token_hex(8)}.sh"
         helper = os.path.join(root, "tmp", name)
         await asyncio.to_thread(_write_helper, helper)
-        env.update(GIT_ASKPASS=helper if c.isolation.mode != "bwrap" else f"/tmp/{name}",  # noqa: S108 - its own /tmp
+        env.update(GIT_ASKPASS=f"/tmp/{name}" if c.store.sees_sandbox_paths(rec) else helper,  # noqa: S108 - its own /tmp
                    LOCALSANDBOX_GIT_USERNAME=creds[0], LOCALSANDBOX_GIT_PASSWORD=creds[1])  # fmt: skip
-    workdir = virtual if c.isolation.mode == "bwrap" else host
+    workdir = virtual if c.store.sees_sandbox_paths(rec) else host
     launch = build_argv(c.isolation, c.store.launch_context(rec, c.store.home(rec), env),
                         ["git", "-C", workdir, *args])  # fmt: skip
     try:

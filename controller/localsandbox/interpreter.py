@@ -130,7 +130,7 @@ async def _start_worker(request: web.Request, context: Context) -> None:
     os.makedirs(tmp, exist_ok=True)
     copy = os.path.join(tmp, ".localsandbox-interpreter.py")
     await asyncio.to_thread(shutil.copyfile, WORKER, copy)
-    script = copy if c.isolation.mode != "bwrap" else "/tmp/.localsandbox-interpreter.py"  # noqa: S108
+    script = "/tmp/.localsandbox-interpreter.py" if c.store.sees_sandbox_paths(rec) else copy  # noqa: S108
     _, host_cwd = resolve(root, c.store.home(rec), context.cwd)
     ensure_inside(root, host_cwd)
     cwd = context.cwd if await asyncio.to_thread(os.path.isdir, host_cwd) else c.store.home(rec)

@@ -1,4 +1,5 @@
-"""How sandbox commands are launched: plain host processes or bubblewrap (``bwrap``).
+"""How sandbox commands are launched: plain host processes, bubblewrap (``bwrap``), or bubblewrap
+in a container's root filesystem (``container``).
 
 Does: probe once at start whether bubblewrap is installed *and* works here (user namespaces
 are often unavailable in containers) by running a real command through the exact argv
@@ -30,6 +31,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .containers import Container
+
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt")
 _RESERVED_TOP = frozenset({"usr", "bin", "sbin", "lib", "lib32", "lib64", "etc", "proc", "dev", "sys", "opt"})
 
@@ -38,7 +41,7 @@ _RESERVED_TOP = frozenset({"usr", "bin", "sbin", "lib", "lib32", "lib64", "etc",
 class Isolation:
     """The chosen launch mode and why."""
 
-    mode: str  # "plain" | "bwrap"
+    mode: str  # "plain" | "bwrap" | "container"
     reason: str
     bwrap: str | None = None
 
@@ -59,6 +62,15 @@ class LaunchContext:
     snapshot: str | None = None
     network_block_all: bool = False
     netwrap: Callable[[list[str]], list[str]] | None = None  # runs argv in the sandbox's network (`network`)
+    container: Container | None = None  # container mode: the sandbox's container
+    binds: tuple[tuple[str, str], ...] = ()  # (host, in-sandbox) directories the server shares with it
+
+
+def sees_sandbox_paths(iso: Isolation, container: Container | None) -> bool:
+    """Whether a sandbox's processes see in-sandbox paths (``/tmp`` is its own) or host paths."""
+    if iso.bwrap is None:
+        return False
+    return iso.mode == "bwrap" or (iso.mode == "container" and container is not None)
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,14 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     cwd: str
+    mounts: tuple[tuple[str, str], ...] = ()  # (host, in-sandbox) directories bound for the process
+
+    def seen(self, host_path: str) -> str:
+        """How the process sees `host_path` (a path under one of `mounts`, else unchanged)."""
+        for host, virtual in self.mounts:
+            if host_path == host or host_path.startswith(host.rstrip("/") + "/"):
+                return virtual + host_path[len(host.rstrip("/")):]
+        return host_path
 
 
 def shell() -> str:
@@ -80,10 +100,13 @@ def home_of(user: str) -> str:
     return "/root" if user == "root" else f"/home/{user}"
 
 
-def _base_env(ctx: LaunchContext, home: str, tmp: str) -> dict[str, str]:
+def _base_env(ctx: LaunchContext, home: str, tmp: str, image_env: dict[str, str] | None = None) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
+    }
+    env.update(image_env or {})  # a container's image: its PATH, LANG and ENV lines
+    env |= {
         "HOME": home,
         "USER": ctx.user,
         "LOGNAME": ctx.user,
@@ -111,20 +134,27 @@ def build_argv(iso: Isolation, ctx: LaunchContext, run: list[str]) -> Launch:
     """The argv/env/cwd that run the program `run` (an argv list, no shell) in the sandbox."""
     launch = _build_argv(iso, ctx, run)
     if ctx.netwrap is not None:
-        launch = Launch(ctx.netwrap(launch.argv), launch.env, launch.cwd)
+        launch = Launch(ctx.netwrap(launch.argv), launch.env, launch.cwd, launch.mounts)
     return launch
 
 
 def _build_argv(iso: Isolation, ctx: LaunchContext, run: list[str]) -> Launch:
     home = home_of(ctx.user)
-    if iso.mode != "bwrap" or iso.bwrap is None:
+    if not sees_sandbox_paths(iso, ctx.container):
         env = _base_env(ctx, _host(ctx.root, home), os.path.join(ctx.root, "tmp"))
         return Launch(run, env, _host(ctx.root, ctx.cwd))
+    assert iso.bwrap is not None  # sees_sandbox_paths checked it
     argv = [iso.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     if ctx.network_block_all:
         argv.append("--unshare-net")
-    for path in _SYSTEM_DIRS:
-        argv += ["--ro-bind-try", path, path]
+    box = ctx.container
+    if box is None:
+        for path in _SYSTEM_DIRS:
+            argv += ["--ro-bind-try", path, path]
+    else:
+        argv += ["--bind", box.rootfs, "/"]
+        if box.uid != 0 or box.gid != 0:
+            argv += ["--unshare-user", "--uid", str(box.uid), "--gid", str(box.gid)]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     try:
         entries = sorted(os.listdir(ctx.root))
@@ -133,8 +163,11 @@ def _build_argv(iso: Isolation, ctx: LaunchContext, run: list[str]) -> Launch:
     for entry in entries:
         if entry not in _RESERVED_TOP and os.path.isdir(os.path.join(ctx.root, entry)):
             argv += ["--bind", os.path.join(ctx.root, entry), "/" + entry]
+    for host, virtual in ctx.binds:
+        argv += ["--bind-try", host, virtual]  # (absent until the sandbox first needs it)
     argv += ["--chdir", ctx.cwd, "--", *run]
-    return Launch(argv, _base_env(ctx, home, "/tmp"), ctx.root)  # noqa: S108 - the sandbox's own /tmp
+    env = _base_env(ctx, home, "/tmp", box.env if box is not None else None)  # noqa: S108 - its own /tmp
+    return Launch(argv, env, ctx.root, ctx.binds)
 
 
 def _probe_bwrap(bwrap: str) -> str | None:
@@ -158,17 +191,35 @@ def _probe_bwrap(bwrap: str) -> str | None:
     return None
 
 
-def choose_isolation(requested: str = "auto") -> Isolation:
-    """Pick the launch mode: ``auto`` uses bwrap when it works, ``plain``/``bwrap`` force one.
+MODES = ("auto", "plain", "bwrap", "container")
 
-    Forcing ``bwrap`` when it does not work raises `RuntimeError`.
+
+def choose_isolation(requested: str = "plain", *, bwrap: str | None = None) -> Isolation:
+    """Pick the launch mode: ``auto`` uses bwrap when it works, ``plain``/``bwrap``/``container``
+    force one (`bwrap`: the bubblewrap binary to use instead of the one on PATH).
+
+    ``plain`` is the default everywhere, so the server behaves the same on every machine: in a
+    namespaced mode a sandbox no longer sees host paths, so a task whose repository is a local
+    path (the demo's, most tests') cannot push to it, and whether bubblewrap happened to be
+    installed (flatpak brings it) decided whether `agenttask demo` worked.
+
+    Forcing ``bwrap`` or ``container`` when it cannot work raises `RuntimeError`; ``container``
+    also needs podman and root (podman's overlay mounts).
     """
-    if requested not in ("auto", "plain", "bwrap"):
-        raise ValueError("isolation must be auto, plain or bwrap")
+    if requested not in MODES:
+        raise ValueError(f"isolation must be one of {', '.join(MODES)}")
     if requested == "plain":
-        return Isolation("plain", "requested")
-    bwrap = shutil.which("bwrap")
+        return Isolation("plain", "host processes")
+    bwrap = bwrap or shutil.which("bwrap")
     problem = "bwrap not installed" if bwrap is None else _probe_bwrap(bwrap)
+    if requested == "container":
+        if problem is None and shutil.which("podman") is None:
+            problem = "podman not installed"
+        if problem is None and os.geteuid() != 0:
+            problem = "container mode needs root (podman mounts the containers' filesystems)"
+        if problem is not None:
+            raise RuntimeError(f"isolation=container: {problem}")
+        return Isolation("container", "podman + bubblewrap", bwrap)
     if problem is None:
         return Isolation("bwrap", "bubblewrap works", bwrap)
     if requested == "bwrap":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .containers import Container
 from .errors import bad_request
 from .states import display_state
 
@@ -100,6 +101,7 @@ class SandboxRecord:
     task: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)  # transition in flight
     gone_reason: str = "delete"  # why it is being destroyed (stats)
     build_log: list[str] = field(default_factory=list, repr=False)  # image creates: the build's log lines
+    container: Container | None = field(default=None, repr=False)  # container mode: its container
 
     def auto_destroy_at(self) -> float | None:
         """Wall-clock time the TTL destroys the sandbox, or None without a TTL."""

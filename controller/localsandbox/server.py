@@ -26,6 +26,7 @@ Does not: import anything from the rest of ``controller`` or from the Daytona SD
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -41,6 +42,7 @@ from aiohttp import web
 from . import admin, api, catalog_api, coderun, fileops, files, gitops, interpreter, pty, toolbox
 from .actions import Actions
 from .catalog import Catalog
+from .containers import Containers
 from .context import CONTEXT, Handler, Route, ServerContext
 from .errors import ApiError, api_error_body, state_change_in_progress
 from .events import PATH as SOCKETIO_PATH
@@ -208,7 +210,8 @@ class LocalSandboxServer:
     """The embedded server; see the module docstring.
 
     `faults` takes the JSON form documented in `faults` (or a `Faults`); `seed` seeds the
-    fault RNG; `isolation` is ``auto``/``plain``/``bwrap``; `root` defaults to a temporary
+    fault RNG; `isolation` is ``auto``/``plain``/``bwrap``/``container`` (`podman_env`: the
+    environment podman runs with in container mode, e.g. the project's own store); `root` defaults to a temporary
     directory removed on exit; `minute_seconds` is how long one lifecycle "minute" lasts.
     """
 
@@ -221,12 +224,14 @@ class LocalSandboxServer:
         minute_seconds: float = 60.0,
         faults: Mapping[str, Any] | Faults | None = None,
         seed: int | None = None,
-        isolation: str = "auto",
+        isolation: str = "plain",
         response_observer: ResponseObserver | None = None,
         organization_id: str = DEFAULT_ORG,
         target: str = "local",
         access_log: bool = False,
         settings: Mapping[str, Any] | Settings | None = None,
+        podman_env: Mapping[str, str] | None = None,
+        bwrap: str | None = None,
     ) -> None:
         if minute_seconds <= 0:
             raise ValueError("minute_seconds must be positive")
@@ -243,6 +248,9 @@ class LocalSandboxServer:
         self._org = organization_id
         self._target = target
         self._access_log = access_log
+        self._podman_env = podman_env
+        self._bwrap = bwrap
+        self._containers: Containers | None = None
         self._runner: web.AppRunner | None = None
         self._ctx: ServerContext | None = None
         self._events: EventGateway | None = None
@@ -256,14 +264,21 @@ class LocalSandboxServer:
         """Bind and serve (returns once listening)."""
         self._loop = asyncio.get_running_loop()
         self.root = _prepare_root(self._root_arg)
-        self.isolation = await asyncio.to_thread(choose_isolation, self._isolation_arg)
+        self.isolation = await asyncio.to_thread(functools.partial(choose_isolation, self._isolation_arg,
+                                                                   bwrap=self._bwrap))  # fmt: skip
         injector = FaultInjector(seed=self._seed)
         stats = Stats()
         catalog = Catalog(self.root, self._org, self._target, injector)
         network = Network(await asyncio.to_thread(network_probe), os.path.join(self.root, ".network"))
+        if self.isolation.mode == "container":
+            self._containers = Containers(self.root, self._podman_env)
+            stale = await self._containers.remove_all()  # a crashed server's, same root
+            if stale:
+                log.warning("localsandbox: removed %d containers a previous server left in %s", stale, self.root)
         store = SandboxStore(self.root, minute_seconds=self.minute_seconds, isolation=self.isolation,
                              faults=injector, stats=stats, catalog=catalog, org_id=self._org,
-                             target=self._target, settings=self._settings, network=network)  # fmt: skip
+                             target=self._target, settings=self._settings, network=network,
+                             containers=self._containers)  # fmt: skip
         actions = Actions(store, catalog, lambda: f"{self.base_url}/dashboard")
         index = ListIndex(store.records, lambda: injector.faults.list_lag if injector.faults.list_lag is not None
                           else store.settings.list_lag)  # fmt: skip
@@ -293,6 +308,9 @@ class LocalSandboxServer:
         if self._ctx is not None:
             await self._ctx.store.close()
             await self._ctx.catalog.close()
+        if self._containers is not None:
+            await self._containers.remove_all()
+            self._containers = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -27,6 +27,7 @@ import secrets
 import shlex
 import signal
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,7 @@ class SessionShell:
         self._tasks: set[asyncio.Task[None]] = set()
         self._status: dict[str, asyncio.Future[int]] = {}
         self.closed = asyncio.Event()  # deleted, or the sandbox stopped
+        self._seen: Callable[[str], str] = lambda path: path  # host path -> as the shell sees it
 
     @property
     def alive(self) -> bool:
@@ -94,6 +96,7 @@ class SessionShell:
     async def start(self, launch: Launch) -> None:
         """Start the session shell (`launch.argv` must be a shell reading commands from stdin)."""
         os.makedirs(self.dir, exist_ok=True)
+        self._seen = launch.seen
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *launch.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -142,10 +145,11 @@ class SessionShell:
         holders = [os.open(os.path.join(cdir, n), os.O_WRONLY | os.O_NONBLOCK) for n in ("out", "err")]
         if run_async:
             cmd.input_fd = os.open(os.path.join(cdir, "in"), os.O_RDWR | os.O_NONBLOCK)
-        stdin = shlex.quote(os.path.join(cdir, "in")) if run_async else "/dev/null"
+        seen = self._seen  # in a namespace the shell sees the server's directory elsewhere
+        stdin = shlex.quote(seen(os.path.join(cdir, "in"))) if run_async else "/dev/null"
         wrapper = (
-            f"{{ . {shlex.quote(script)}; }} < {stdin} > {shlex.quote(os.path.join(cdir, 'out'))} "
-            f"2> {shlex.quote(os.path.join(cdir, 'err'))}\n"
+            f"{{ . {shlex.quote(seen(script))}; }} < {stdin} > {shlex.quote(seen(os.path.join(cdir, 'out')))} "
+            f"2> {shlex.quote(seen(os.path.join(cdir, 'err')))}\n"
             f"printf '%s %s %s\\n' {self._token} {cid} \"$?\"\n"
         )
         status: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -23,9 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .catalog import Catalog
+from .containers import Containers
 from .errors import ApiError, not_found
 from .faults import FaultInjector
-from .isolation import Isolation, LaunchContext, home_of
+from .isolation import Isolation, LaunchContext, home_of, sees_sandbox_paths
 from .layout import log_dir, remove_tree, sandbox_dir
 from .lifecycle import collect_due
 from .models import SandboxRecord
@@ -38,6 +39,7 @@ from .stats import Stats
 
 # (event, record, old value, new value): "sandbox.created", "sandbox.state.updated",
 # "sandbox.desired-state.updated", "sandbox.updated" (labels, intervals, network), "sandbox.gone"
+SERVER_DIR = "/.localsandbox"  # where a namespaced sandbox sees its server-side directory
 TIMER_COALESCE = 0.02  # seconds; automatic actions are minutes apart, a scan costs O(sandboxes)
 Listener = Callable[[str, SandboxRecord, str | None, str | None], None]
 AutoAction = Callable[[SandboxRecord, str], Awaitable[None]]
@@ -59,6 +61,7 @@ class SandboxStore:
         target: str,
         settings: Settings,
         network: Network,
+        containers: Containers | None = None,
     ) -> None:
         self.root = root
         self.minute_seconds = minute_seconds
@@ -70,6 +73,7 @@ class SandboxStore:
         self.target = target
         self.settings = settings
         self.network = network
+        self.containers = containers  # container mode only
         self.records: dict[str, SandboxRecord] = {}
         self.procs: dict[str, SandboxProcesses] = {}
         self.listeners: list[Listener] = []
@@ -123,7 +127,13 @@ class SandboxStore:
             snapshot=rec.snapshot,
             network_block_all=rec.network_block_all,
             netwrap=functools.partial(self.network.wrap, rec.id),
+            container=rec.container,
+            binds=((log_dir(self.root, rec.id), SERVER_DIR),),  # session FIFOs and scripts
         )
+
+    def sees_sandbox_paths(self, rec: SandboxRecord) -> bool:
+        """Whether `rec`'s processes see in-sandbox paths (its own ``/tmp``) rather than host paths."""
+        return sees_sandbox_paths(self.isolation, rec.container)
 
     def user_ids(self, rec: SandboxRecord) -> dict[str, int]:
         """Host ids that stand for the sandbox's own user and group names (chown, file owners)."""
@@ -213,6 +223,8 @@ class SandboxStore:
         self._emit("sandbox.gone", rec)
         self.spawn(procs.close())
         self.spawn(self.network.release(rec.id))
+        if rec.container is not None and self.containers is not None:
+            self.spawn(self.containers.remove(rec.id))
         return procs
 
     def remove_files(self, sandbox_id: str) -> None:

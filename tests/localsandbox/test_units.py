@@ -13,6 +13,7 @@ from daytona_api_client_async import models as api
 
 from controller.localsandbox import ObservedResponse
 from controller.localsandbox.coderun import parse_artifacts
+from controller.localsandbox.containers import Container, ContainerError, parse_env, resolve_user
 from controller.localsandbox.errors import ApiError
 from controller.localsandbox.faults import (
     MAIN_OPS,
@@ -234,6 +235,48 @@ def test_launch_environment_and_bwrap_argv(tmp_path: Path) -> None:
     assert "--chdir /workspace" in joined
     assert wrapped.env["HOME"] == "/home/daytona"
     assert choose_isolation("plain").mode == "plain"
+
+
+def test_container_argv_runs_on_the_containers_root_as_the_images_user(tmp_path: Path) -> None:
+    os.makedirs(tmp_path / "home" / "daytona")
+    box = Container("localsandbox-sid", "localhost/agent:1", "/var/lib/c/merged", 1001, 1001,
+                    {"PATH": "/usr/local/bin:/usr/bin", "HOME": "/image-home", "A": "image", "LANG": "C.UTF-8"})
+    ctx = LaunchContext(sandbox_id="sid", root=str(tmp_path), user="daytona", cwd="/home/daytona",
+                        env={"A": "sandbox"}, container=box)
+    iso = Isolation("container", "test", "/usr/bin/bwrap")
+    launch = build_launch(iso, ctx, "id -u")
+    joined = " ".join(launch.argv)
+    assert "--bind /var/lib/c/merged /" in joined and "--ro-bind-try /usr /usr" not in joined
+    assert "--unshare-user --uid 1001 --gid 1001" in joined
+    assert f"--bind {tmp_path}/home /home" in joined
+    # the image's PATH, the sandbox's HOME, the sandbox's own variables over the image's
+    assert (launch.env["PATH"], launch.env["HOME"], launch.env["A"]) == ("/usr/local/bin:/usr/bin", "/home/daytona",
+                                                                         "sandbox")  # fmt: skip
+    root_box = Container("c", "i", "/r", 0, 0)
+    as_root = build_launch(iso, LaunchContext(sandbox_id="s", root=str(tmp_path), user="root", cwd="/root",
+                                              container=root_box), "true")  # fmt: skip
+    assert "--unshare-user" not in as_root.argv
+    # a sandbox without a container runs as plain host processes in container mode
+    plain = build_launch(iso, LaunchContext(sandbox_id="s", root=str(tmp_path), user="daytona", cwd="/home/daytona"),
+                         "true")  # fmt: skip
+    assert plain.argv[0] != "/usr/bin/bwrap" and plain.cwd == str(tmp_path / "home" / "daytona")
+    with pytest.raises(ValueError, match="isolation must be one of"):
+        choose_isolation("docker")
+
+
+def test_an_images_user_is_resolved_in_its_own_passwd(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\ndaytona:x:1001:1002::/home/daytona:/bin/sh\n")
+    (tmp_path / "etc" / "group").write_text("root:x:0:\nstaff:x:50:\n")
+    rootfs = str(tmp_path)
+    assert resolve_user(None, rootfs) == (0, 0) and resolve_user("", rootfs) == (0, 0)
+    assert resolve_user("1001:1001", rootfs) == (1001, 1001)
+    assert resolve_user("7", rootfs) == (7, 7)
+    assert resolve_user("daytona", rootfs) == (1001, 1002)
+    assert resolve_user("daytona:staff", rootfs) == (1001, 50)
+    with pytest.raises(ContainerError, match="not in its /etc/passwd"):
+        resolve_user("nobody-here", rootfs)
+    assert parse_env(["PATH=/bin", "EMPTY=", "A=b=c", "junk"]) == {"PATH": "/bin", "EMPTY": "", "A": "b=c"}
 
 
 def test_create_request_validation_and_renderings() -> None:
