@@ -3,7 +3,11 @@
 Does: start every ``/process/execute`` command as its own process group (``start_new_session``)
 so it and its children can be signalled together, run it to completion with a timeout and a
 capped combined output; keep the sandbox's `SessionShell`s; and signal everything when the
-sandbox stops (SIGTERM, then SIGKILL) or is destroyed (SIGKILL). A one-shot command counts as
+sandbox stops (SIGTERM, then SIGKILL) or is destroyed (SIGKILL): every process group it started
+and every other process still carrying the sandbox's ``DAYTONA_SANDBOX_ID`` in its environment
+(a command that started its own session, as the runner does for the agent, left the groups the
+server knows and outlived its sandbox; on Daytona the container takes everything with it). A
+one-shot command counts as
 finished when its main process exits; output still written afterwards by background children
 that kept the pipes open is read for `PIPE_GRACE` seconds more. Exit codes of commands killed
 by a signal are reported shell-style (128 + signal).
@@ -28,6 +32,28 @@ EXEC_OUTPUT_CAP = 16 * 1024 * 1024
 _CHUNK = 64 * 1024
 
 
+def processes_with(marker: bytes, proc: str = "/proc") -> list[int]:
+    """Pids whose environment holds `marker` (``NAME=value\\0``), this process excluded; those
+    of other users are unreadable and left alone. About 1 ms for a hundred processes."""
+    found = []
+    own = os.getpid()
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == own:
+            continue
+        try:
+            with open(os.path.join(proc, entry, "environ"), "rb") as fh:
+                environ = b"\0" + fh.read()
+        except OSError:
+            continue
+        if b"\0" + marker in environ:
+            found.append(int(entry))
+    return found
+
+
 class ExecTimeout(Exception):
     """`SandboxProcesses.execute` ran out of time; the command's group was killed."""
 
@@ -40,8 +66,9 @@ def exit_status(returncode: int) -> int:
 class SandboxProcesses:
     """Process groups, sessions and commands of one sandbox."""
 
-    def __init__(self, log_dir: str) -> None:
+    def __init__(self, log_dir: str, sandbox_id: str | None = None) -> None:
         self.log_dir = log_dir
+        self._marker = f"DAYTONA_SANDBOX_ID={sandbox_id}".encode() + b"\0" if sandbox_id else None
         self.sessions: dict[str, SessionShell] = {}
         self.commands: dict[str, CommandRecord] = {}
         self.groups: set[int] = set()
@@ -157,6 +184,10 @@ class SandboxProcesses:
         for pgid in list(self.groups):
             if not signal_group(pgid, sig):
                 self.groups.discard(pgid)
+        if self._marker is not None:
+            for pid in processes_with(self._marker):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
 
     async def terminate_all(self, reason: str, grace: float) -> None:
         """SIGTERM every group, wait up to `grace` seconds for them to end, then SIGKILL."""

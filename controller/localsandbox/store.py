@@ -165,7 +165,7 @@ class SandboxStore:
         rec.seq = self._seq
         self.records[rec.id] = rec
         self._names[rec.name] = rec.id
-        self.procs[rec.id] = SandboxProcesses(log_dir(self.root, rec.id))
+        self.procs[rec.id] = SandboxProcesses(log_dir(self.root, rec.id), rec.id)
         self.stats.sandbox_created(rec.name)
         self._emit("sandbox.created", rec)
         self._wake.set()
