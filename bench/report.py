@@ -219,13 +219,17 @@ def render(results: Mapping[str, Any], *, plot: str | None) -> str:
     sweep = results.get("sweep")
     if sweep:
         out += ["## Orphan sweep", "",
-                f"`controller.gc.sweep` in-process over {sweep['sandboxes']} sandboxes of this installation "
+                f"`controller.gc.Sweeper` in-process over {sweep['sandboxes']} sandboxes of this installation "
                 f"({sweep['orphans']} of them orphans, the rest owned by {sweep.get('owned_tasks', 'n/a')} existing "
-                "AgentTasks), same injected latency: it lists the sandboxes (pages of 200) and the tasks, then "
-                "deletes the orphans (a get and a delete each, 8 at a time). The heap peak is from a "
-                "second identical sweep under tracemalloc.", "",
-                table(["sweep wall", "listed", "deleted", "Python heap peak (tracemalloc)", "RSS growth"],
-                      [[fmt(sweep["wall_seconds"], " s", 1), str(sweep["seen"]), str(sweep["deleted"]),
+                "AgentTasks), same injected latency. An orphan is deleted only when two sweeps found it (grace 0 "
+                "here): the first lists the sandboxes (pages of 200) and the tasks (pages of 500, only what the "
+                "rule needs kept of each) and records the orphans as suspects, the second lists again and deletes "
+                "them (one delete each, from the listed sandbox: no second lookup; 8 at a time). The heap peak "
+                "is from a second identical pair of sweeps under tracemalloc.", "",
+                table(["first sweep (suspects)", "second sweep (deletes)", "listed", "deleted",
+                       "Python heap peak (tracemalloc)", "RSS growth"],
+                      [[fmt(sweep.get("suspect_sweep_seconds"), " s", 1), fmt(sweep["wall_seconds"], " s", 1),
+                        str(sweep["seen"]), str(sweep["deleted"]),
                         fmt(sweep["tracemalloc_peak_mib"], " MiB", 1), fmt(sweep["rss_growth_mib"], " MiB", 1)]]),
                 ""]
     warm = results.get("warm_pool")

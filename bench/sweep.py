@@ -2,9 +2,11 @@
 
 Setup: `owned` AgentTasks on the control plane, one sandbox per task (labels as the operator
 writes them) plus `orphans` sandboxes whose task does not exist, all created through raw
-concurrent HTTP POSTs to the embedded server. Then the sweep runs twice over the same set-up:
-once for time and RSS, once under tracemalloc for the Python heap peak (the orphans are created
-again in between).
+concurrent HTTP POSTs to the embedded server. A sandbox is deleted only when two sweeps found it
+orphaned (`gc.confirm`), so one measurement is two sweeps of one `Sweeper` (grace 0): the first
+lists everything and records the orphans as suspects, the second lists again and deletes them.
+That runs twice over the same set-up: once for time and RSS, once under tracemalloc for the
+Python heap peak (the orphans are created again in between).
 """
 
 from __future__ import annotations
@@ -87,27 +89,33 @@ async def run(*, cluster: DevCluster, server: SandboxServer, total: int, orphans
     sandboxes = Sandboxes.connect(api_url=server.api_url, api_key=server.api_key)
     me = psutil.Process(os.getpid())
     try:
-        async def sweep() -> gc.SweepReport:
-            return await gc.sweep(sandboxes=sandboxes, kube=kube, instance_id=INSTANCE, namespaces=[namespace],
-                                  grace_seconds=0, now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+        async def sweeps() -> tuple[gc.SweepReport, float, gc.SweepReport, float]:
+            sweeper = gc.Sweeper(sandboxes=sandboxes, kube=kube, instance_id=INSTANCE, namespaces=[namespace],
+                                 grace_seconds=0)  # fmt: skip
+            now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+            started = time.monotonic()
+            suspecting = await sweeper.sweep(now=now)
+            middle = time.monotonic()
+            deleting = await sweeper.sweep(now=now)
+            return suspecting, middle - started, deleting, time.monotonic() - middle
 
         pygc.collect()
         rss_before = me.memory_info().rss
         with RssSampler(os.getpid(), interval=0.05) as rss:
-            started = time.monotonic()
-            first = await sweep()
-            wall = time.monotonic() - started
+            suspecting, list_wall, first, wall = await sweeps()
         await _create_sandboxes(server, orphan_specs())
         pygc.collect()
         tracemalloc.start()
-        second = await sweep()
+        _, _, second, _ = await sweeps()
         _, heap_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     finally:
         await sandboxes.close()
     stats = await asyncio.to_thread(server.stats)
     return {"sandboxes": total, "orphans": orphans, "owned_tasks": owned, "setup_seconds": round(setup, 1),
-            "wall_seconds": wall, "seen": first.seen, "deleted": len(first.deleted),
+            "wall_seconds": wall, "suspect_sweep_seconds": list_wall, "suspected": len(suspecting.suspected),
+            "seen": first.seen, "deleted": len(first.deleted),
             "deleted_second": len(second.deleted),
             "rss_growth_mib": (rss.peak - rss_before) / 2**20, "tracemalloc_peak_mib": heap_peak / 2**20,
-            "server_list_pages": stats["calls"].get("list", 0)}
+            "server_list_pages": stats["calls"].get("list", 0), "server_gets": stats["calls"].get("get", 0),
+            "server_deletes": stats["calls"].get("delete", 0)}

@@ -141,13 +141,15 @@ class AdmissionQueue:
             return Admission(admitted=True)
         self._waiting[item.key] = item  # (its requester may have been read anew)
         admit, positions = self._order()
+        # every task the FCFS rule admits now gets its slot now, oldest first, and the grants are
+        # logged in that order: granting only the asker made the log (and the moment each slot
+        # was taken) follow whichever supervisor happened to ask first. Also when the asker is
+        # not among them: it then waits behind them, and its message counts their slots (a task
+        # queued behind older ones of its requester said "0/50 active" and no quota)
+        granted = sorted((self._waiting[k] for k in admit if k in self._waiting), key=lambda w: (w.created, w.uid))
+        for other in granted:
+            self._grant(other)
         if item.key in admit:
-            # every task the FCFS rule admits now gets its slot now, oldest first, and the grants
-            # are logged in that order: granting only the asker made the log (and the moment
-            # each slot was taken) follow whichever supervisor happened to ask first
-            granted = sorted((self._waiting[k] for k in admit if k in self._waiting), key=lambda w: (w.created, w.uid))
-            for other in granted:
-                self._grant(other)
             return Admission(admitted=True)
         turn = self._turn.get(item.key)
         if turn is None or turn.is_set():  # woken but overtaken (e.g. by an older task): wait again

@@ -139,28 +139,38 @@ class Sweeper:
         self.dry_run = dry_run
         self.suspects: dict[str, dt.datetime] = {}
 
-    async def _listings(self) -> tuple[list[SandboxInfo], list[dict[str, Any]]]:
-        found = [SandboxInfo(name=b.name, labels=dict(b.labels or {}), created_at=_parse_time(b.created_at))
-                 async for b in self.sandboxes.list_labelled({LABEL_INSTANCE: self.instance_id})]
-        bodies: list[dict[str, Any]] = []
-        if self.namespaces:
-            for ns in self.namespaces:
-                bodies += await self.kube.list_tasks(ns)
-        else:
-            bodies = await self.kube.list_tasks()
-        return found, bodies
+    async def _listings(self) -> tuple[list[SandboxInfo], dict[str, TaskInfo], dict[str, Any]]:
+        """(the sandboxes, the tasks by uid, the listed SDK sandboxes of the previous sweep's
+        suspects). Memory stays bounded: of each sandbox only its name, labels and creation time
+        are kept, of each task only `TaskInfo` (one page of bodies at a time); the SDK objects
+        kept are those of the suspects, the only sandboxes this sweep can delete, so that their
+        delete needs no second lookup."""
+        found: list[SandboxInfo] = []
+        handles: dict[str, Any] = {}
+        async for box in self.sandboxes.list_labelled({LABEL_INSTANCE: self.instance_id}):
+            found.append(SandboxInfo(name=box.name, labels=dict(box.labels or {}),
+                                     created_at=_parse_time(box.created_at)))  # fmt: skip
+            if box.name in self.suspects:
+                handles[box.name] = box
+        tasks: dict[str, TaskInfo] = {}
+        scopes: list[str | None] = list(self.namespaces) if self.namespaces else [None]  # None: all namespaces
+        for ns in scopes:
+            async for page in self.kube.task_pages(ns):
+                for body in page:
+                    info = _task_info(body)
+                    tasks[info.uid] = info
+        return found, tasks, handles
 
     async def sweep(self, *, now: dt.datetime) -> SweepReport:
         """One sweep; raises the listing's error when a listing fails (nothing is deleted then)."""
         report = SweepReport()
         try:
-            found, bodies = await self._listings()
+            found, tasks, handles = await self._listings()
         except OperatorError as exc:
             metrics.GC_RUNS.labels("aborted").inc()
             log.warning("gc: sweep aborted, nothing deleted: a listing failed: %s", exc)
             raise
         report.seen = len(found)
-        tasks = {t.uid: t for t in map(_task_info, bodies)}
         doomed = select_orphans(found, tasks, instance_id=self.instance_id,
                                 namespaces=frozenset(self.namespaces) if self.namespaces else None,
                                 now=now, grace=self.grace)
@@ -178,7 +188,7 @@ class Sweeper:
         async def delete(name: str, reason: str) -> None:
             async with gate:
                 try:
-                    if await self.sandboxes.delete_if_exists(name):
+                    if await self.sandboxes.delete_if_exists(handles.get(name, name)):
                         report.deleted[name] = reason
                         metrics.GC_DELETIONS.labels(reason).inc()
                         log.info("gc: deleted sandbox %s (%s)", name, reason)

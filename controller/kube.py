@@ -128,26 +128,26 @@ class Kube:
                                    base=_BASE)
 
     async def list_tasks(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Every AgentTask (all pages). Raises instead of returning a partial or empty list when any
-        page fails — a 404 included (the CRD is missing or the path is wrong): callers such as the
-        orphan sweep must never mistake "could not list" for "there are none"."""
-        items: list[dict[str, Any]] = []
-        params: dict[str, str] = {"limit": "500"}
+        """Every AgentTask (all pages); see `task_pages`."""
+        return [item async for page in self.task_pages(namespace) for item in page]
+
+    async def task_pages(self, namespace: str | None = None, limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        """The AgentTasks a page at a time (a caller keeps what it needs of each page, not every
+        body). Raises instead of ending early when any page fails — a 404 included (the CRD is
+        missing or the path is wrong): callers such as the orphan sweep must never mistake
+        "could not list" for "there are none"."""
+        params: dict[str, str] = {"limit": str(limit)}
         while True:
             body = await self._request("GET", url=PLURAL, namespace=namespace, version=VERSION, base=_BASE,
                                        params=params)
             if body is None:
                 raise Fatal(f"listing {PLURAL} answered 404: is the AgentTask CRD installed?",
                             reason="KubernetesError", status=404)
-            items.extend(body.get("items", []))
+            yield body.get("items", [])
             cont = (body.get("metadata") or {}).get("continue")
             if not cont:
-                return items
-            params = {"limit": "500", "continue": cont}
-
-    async def iter_tasks(self, namespace: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        for item in await self.list_tasks(namespace):
-            yield item
+                return
+            params = {"limit": str(limit), "continue": cont}
 
     async def patch_status(self, namespace: str, name: str, *, resource_version: str | None,
                            status: dict[str, Any]) -> dict[str, Any] | None:

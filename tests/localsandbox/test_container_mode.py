@@ -29,7 +29,6 @@ from daytona import (
     CreateSandboxFromSnapshotParams,
     CreateSnapshotParams,
     DaytonaConfig,
-    FileUpload,
     SessionExecuteRequest,
 )
 
@@ -40,8 +39,16 @@ from controller.localsandbox.containers import LABEL
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.githttp import GitHttpServer
 from tests.fakes.github import FakeGitHub
-from tests.runner.claude_support import API_KEY, BRANCH, FIXED, TESTS, assert_usage_matches, fix_script
-from tests.runner.conftest import ISSUE, OWNER, REPO, TOKEN, UID, Origin, make_origin
+from tests.runner.claude_support import (
+    API_KEY,
+    BRANCH,
+    FIXED,
+    TESTS,
+    assert_usage_matches,
+    fix_script,
+    operator_context,
+)
+from tests.runner.conftest import OWNER, REPO, TOKEN, Origin, make_origin
 
 SERVER_KEY = "container-test-key-0123456789"
 CTX = "agenttask"
@@ -110,25 +117,9 @@ async def test_a_sandbox_of_the_agent_image_runs_claude_code_and_the_runner_from
 
             checkout = Path("/home/daytona/workspace/repo")
             async with FakeAnthropic(fix_script(checkout), api_key=API_KEY) as api:
-                task = {
-                    "task": {"namespace": "default", "name": "fix-42", "uid": UID, "attempt": 1},
-                    "repository": {"url": git_http.repo_url(origin.bare.name), "baseBranch": "main",
-                                   "dir": "workspace/repo"},
-                    "issue": ISSUE,
-                    "agent": {"command": None, "workingDir": None, "maxTurns": 20, "maxCostUsd": 5,
-                              "timeoutSeconds": 300},
-                    "pullRequest": {"create": True, "draft": True, "branchPrefix": "agenttask/"},
-                    "github": {"owner": OWNER, "repo": REPO},
-                }  # fmt: skip
                 env = {"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": api.url,
                        "AGENTTASK_GITHUB_API_URL": github.url}  # fmt: skip
-                await sandbox.fs.upload_files([
-                    FileUpload(source=json.dumps(task).encode(), destination=f"{CTX}/task.json"),
-                    FileUpload(source=b"# Crash when saving\n\nSaving raises.\n", destination=f"{CTX}/issue.md"),
-                    FileUpload(source=b"Resolve the issue; run the tests.\n", destination=f"{CTX}/prompt.md"),
-                    FileUpload(source=json.dumps(env).encode(), destination=f"{CTX}/env.json"),
-                    FileUpload(source=TOKEN.encode(), destination=f"{CTX}/git-token"),
-                ])  # fmt: skip
+                await sandbox.fs.upload_files(operator_context(git_http.repo_url(origin.bare.name), env, ctx=CTX))
                 await sandbox.process.create_session("agent-1")
                 command = await sandbox.process.execute_session_command(
                     "agent-1", SessionExecuteRequest(command='python3 "$AGENTTASK_RUNNER"', run_async=True)

@@ -7,13 +7,16 @@ Claude Code on PATH, the API key and the fake's URL in env.json.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
+from daytona import FileUpload
+
 from tests.fakes.anthropic import FakeAnthropic, say, use
-from tests.runner.conftest import UID, Sandbox
+from tests.runner.conftest import ISSUE, OWNER, REPO, TOKEN, UID, Sandbox
 
 API_KEY = f"sk-ant-api03-test-{secrets.token_hex(16)}"
 BRANCH = f"agenttask/42-{UID[:8]}"
@@ -60,3 +63,28 @@ def assert_usage_matches(result: dict[str, Any], api: FakeAnthropic) -> None:
     # this model, plus something for the cache): at least the uncached part, well below double.
     floor = total.input_tokens * 4e-6 + total.output_tokens * 20e-6
     assert floor <= result["agent"]["costUsd"] < 2 * floor
+
+
+def operator_context(repo_url: str, env: dict[str, str], *, ctx: str = "agenttask",
+                     runner: bytes | None = None) -> list[FileUpload]:
+    """The context files the operator uploads for issue 42 (relative to the sandbox user's home):
+    task.json (checkout in workspace/repo, a draft pull request), issue, prompt, env.json, the git
+    token, and the runner when given (else the sandbox's own is used)."""
+    task = {
+        "task": {"namespace": "default", "name": "fix-42", "uid": UID, "attempt": 1},
+        "repository": {"url": repo_url, "baseBranch": "main", "dir": "workspace/repo"},
+        "issue": ISSUE,
+        "agent": {"command": None, "workingDir": None, "maxTurns": 20, "maxCostUsd": 5, "timeoutSeconds": 300},
+        "pullRequest": {"create": True, "draft": True, "branchPrefix": "agenttask/"},
+        "github": {"owner": OWNER, "repo": REPO},
+    }
+    files = [
+        FileUpload(source=json.dumps(task).encode(), destination=f"{ctx}/task.json"),
+        FileUpload(source=b"# Crash when saving\n\nSaving raises.\n", destination=f"{ctx}/issue.md"),
+        FileUpload(source=b"Resolve the issue; run the tests.\n", destination=f"{ctx}/prompt.md"),
+        FileUpload(source=json.dumps(env).encode(), destination=f"{ctx}/env.json"),
+        FileUpload(source=TOKEN.encode(), destination=f"{ctx}/git-token"),
+    ]
+    if runner is not None:
+        files.append(FileUpload(source=runner, destination=f"{ctx}/runner.pyz"))
+    return files

@@ -17,13 +17,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from daytona import AsyncDaytona, CreateSandboxFromSnapshotParams, DaytonaConfig, FileUpload, SessionExecuteRequest
+from daytona import AsyncDaytona, CreateSandboxFromSnapshotParams, DaytonaConfig, SessionExecuteRequest
 
 from controller.localsandbox import LocalSandboxServer
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.github import FakeGitHub
-from tests.runner.claude_support import API_KEY, BRANCH, FIXED, TESTS, assert_usage_matches, fix_script
-from tests.runner.conftest import ISSUE, OWNER, REPO, TOKEN, UID, Origin, make_origin
+from tests.runner.claude_support import (
+    API_KEY,
+    BRANCH,
+    FIXED,
+    TESTS,
+    assert_usage_matches,
+    fix_script,
+    operator_context,
+)
+from tests.runner.conftest import OWNER, REPO, TOKEN, Origin, make_origin
 
 CTX = "agenttask"
 SERVER_KEY = "sandbox-test-key-0123456789"
@@ -52,27 +60,11 @@ async def test_claude_code_runs_in_the_sandbox_as_the_operator_drives_it(
         home = (await sandbox.process.exec("pwd")).result.strip()  # the working directory, as the agent sees it
         checkout = Path(home) / "workspace" / "repo"
         async with FakeAnthropic(fix_script(checkout), api_key=API_KEY) as api:
-            task = {
-                "task": {"namespace": "default", "name": "fix-42", "uid": UID, "attempt": 1},
-                "repository": {"url": origin.url, "baseBranch": "main", "dir": "workspace/repo"},
-                "issue": ISSUE,
-                "agent": {"command": None, "workingDir": None, "maxTurns": 20, "maxCostUsd": 5,
-                          "timeoutSeconds": 300},
-                "pullRequest": {"create": True, "draft": True, "branchPrefix": "agenttask/"},
-                "github": {"owner": OWNER, "repo": REPO},
-            }
             env = {
                 "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": api.url, "AGENTTASK_GITHUB_API_URL": github.url,
                 "PATH": f"{claude_bin.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             }
-            await sandbox.fs.upload_files([
-                FileUpload(source=json.dumps(task).encode(), destination=f"{CTX}/task.json"),
-                FileUpload(source=b"# Crash when saving\n\nSaving raises.\n", destination=f"{CTX}/issue.md"),
-                FileUpload(source=b"Resolve the issue; run the tests.\n", destination=f"{CTX}/prompt.md"),
-                FileUpload(source=json.dumps(env).encode(), destination=f"{CTX}/env.json"),
-                FileUpload(source=TOKEN.encode(), destination=f"{CTX}/git-token"),
-                FileUpload(source=runner_pyz, destination=f"{CTX}/runner.pyz"),
-            ])
+            await sandbox.fs.upload_files(operator_context(origin.url, env, ctx=CTX, runner=runner_pyz))
             await sandbox.process.create_session("agent-1")
             command = await sandbox.process.execute_session_command(
                 "agent-1", SessionExecuteRequest(command=f"python3 {CTX}/runner.pyz", run_async=True))

@@ -84,3 +84,23 @@ def test_a_quota_group_cap_blocks_only_its_own_group() -> None:
     assert queue.request(bob1).admitted  # the older alice2 waits on her own cap, not on bob's
     queue.release(alice1.key)
     assert queue.request(alice2).admitted
+
+
+def test_a_younger_task_asking_first_grants_the_older_ones_and_says_why_it_waits() -> None:
+    """Seeded waiters (older) and a younger task of the same requester asking first: the two the
+    cap allows are granted at once, and the asker's message names the quota (it said "0/50
+    active" and nothing of the quota, since the older ones only got their slots when they asked)."""
+    def groups_of(_ns: str, requester: str) -> list[tuple[str, int, str]]:
+        return [(f"q/{requester}", 2, "per-user")]
+
+    queue = AdmissionQueue(limit=50, groups_of=groups_of)
+    old1, old2, young = (Waiting(key=("a", n), created=T0 + dt.timedelta(seconds=i), uid=n, requester="alice")
+                         for i, n in enumerate(["old1", "old2", "young"]))
+    queue.seed([], [old1, old2])
+    asked = queue.request(young)
+    assert not asked.admitted and asked.position == 1
+    assert queue.active == 2 and queue.queued == 1  # the older two hold their slots already
+    assert asked.limit_message is not None
+    assert "AgentTaskQuota per-user: 2 of 2 concurrent tasks of requester alice" in asked.limit_message
+    assert "(2/50 active)" in asked.limit_message
+    assert queue.request(old1).admitted and queue.request(old2).admitted  # they find their slots
