@@ -58,6 +58,23 @@ QUOTA_STATUS_SECONDS = 10.0
 SlotIndex = kopf.Index[tuple[str, str], tuple[bool, Waiting | None]]
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No handler here reacts to a diff (no on.create/update/field handlers; the supervisor reads
+    the spec itself), so nothing is stored: kopf's default would write a last-handled-configuration
+    annotation into every object (one PATCH per task, and a deep copy of the body on every event).
+    Every object's essence is empty, so every event is "nothing changed" (deletion is detected from
+    deletionTimestamp, never from a diff). An annotation written by an earlier version is ignored."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return {}
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
 @dataclass
 class App:
     """Everything one operator process shares between its handlers (kept in kopf's memo)."""
@@ -68,7 +85,7 @@ class App:
     readiness: Readiness | None = None
     github: integration.GitHubIntegration | None = None
     liveness: Liveness = field(default_factory=Liveness)
-    wakers: dict[tuple[str, str], Callable[[Any], None]] = field(default_factory=dict)
+    supervisors: dict[tuple[str, str], Supervisor] = field(default_factory=dict)
     background: list[asyncio.Task[None]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
@@ -133,9 +150,7 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, memo: Any, 
     cfg = app.settings
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agenttask.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(  # no handler reacts to spec
-        prefix="agenttask.io", key="last-handled-configuration",  # changes; a 1 MiB issue body would not
-        ignored_fields=["spec.issue.body"])  # fit the 256 KiB annotation limit
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
@@ -308,15 +323,15 @@ async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger
         rt.queue.holds((task.metadata.namespace, task.metadata.name), task.spec.audit.requested_by or "")
     app = app_of(memo)
     key = (task.metadata.namespace, task.metadata.name)
-    supervisor = Supervisor(rt, body=body, logger=logger, on_step=app.liveness.beat)
-    app.wakers[key] = supervisor.nudge
+    supervisor = Supervisor(rt, body=body, logger=logger, on_step=app.liveness.beat, finalizer=FINALIZER)
+    app.supervisors[key] = supervisor
     app.liveness.started()
     try:
         await supervisor.run(stopped)
     finally:
         app.liveness.ended()
-        if app.wakers.get(key) == supervisor.nudge:
-            del app.wakers[key]
+        if app.supervisors.get(key) is supervisor:
+            del app.supervisors[key]
         # Also when kopf cancels the daemon: the status write that ends supervision (the finished
         # task's sandbox seen gone) stops the daemon as soon as its watch event arrives, which can
         # be before the step that wrote it got to release the slot (a slot leaked each time).
@@ -325,14 +340,17 @@ async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def spec_changed(body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Wake the task's supervisor when its spec changed (suspend, cancel, a new deadline) instead
-    of waiting for its next look. The operator's own status writes carry the generation they saw,
-    so they wake nothing."""
+    """Hand every event's body to the task's supervisor (it keeps the newest), and wake it when
+    the spec changed (suspend, cancel, a new deadline) instead of waiting for its next look. The
+    operator's own status writes carry the generation they saw, so they wake nothing."""
+    supervisor = app_of(memo).supervisors.get((namespace or "", name))
+    if supervisor is None:
+        return
     generation = (body.get("metadata") or {}).get("generation")
     if generation != (body.get("status") or {}).get("observedGeneration"):
-        nudge = app_of(memo).wakers.get((namespace or "", name))
-        if nudge is not None:
-            nudge(body)
+        supervisor.nudge(body)
+    else:
+        supervisor.saw(body)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="sandbox-cleanup")

@@ -248,8 +248,9 @@ class _Builder:
         seconds until another replica's fresh intent for the same action expires."""
         intent = self.task.status.intent
         me = self.config.identity
-        if (intent is not None and intent.action == action and intent.attempt == attempt
-                and intent.holder != me):
+        # any fresh intent of another replica for this attempt fences this one out: a create is
+        # followed by the start in the same step, so a recorded CreateSandbox covers the start too
+        if intent is not None and intent.attempt == attempt and intent.holder != me:
             age = (self.now - intent.since).total_seconds()
             if age < self.config.claim_seconds:
                 return max(self.config.claim_seconds - age, 0.5)
@@ -384,8 +385,14 @@ def _admit(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -
     wait = b.claim("CreateSandbox", attempt)
     if wait is not None:
         return Decision(status=b.build(), requeue_after=wait)
-    return Decision(status=b.build(), actions=(CreateSandbox(name=name, attempt=attempt),),
-                    requeue_after=0)
+    return Decision(status=b.build(), actions=launch(name, attempt, session_id(attempt)), requeue_after=0)
+
+
+def launch(name: str, attempt: int, session: str) -> tuple[Action, ...]:
+    """Create the attempt's sandbox and start the agent in it, in one step: the start uses the
+    sandbox the create returned (`StartAgent.sandbox_id` empty: "the one just created"), and the
+    supervisor skips it when the create did not return a sandbox ready to run commands."""
+    return (CreateSandbox(name=name, attempt=attempt), StartAgent(sandbox_id="", session_id=session, attempt=attempt))
 
 
 def queue_recheck(position: int | None, config: PlanConfig) -> float:
@@ -419,7 +426,7 @@ def _progress(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
         wait = b.claim("CreateSandbox", attempt)
         if wait is not None:
             return Decision(status=b.build(), requeue_after=wait)
-        return Decision(status=b.build(), actions=(CreateSandbox(name=name, attempt=attempt),),
+        return Decision(status=b.build(), actions=launch(name, attempt, session_id(attempt, task.status.resumes)),
                         requeue_after=0)
 
     if sandbox.state in PENDING_STATES:
@@ -623,7 +630,7 @@ def _lost(task: AgentTask, b: _Builder, config: PlanConfig, name: str, detail: s
     b.claim("CreateSandbox", nxt)  # a new attempt: no other replica can hold an intent for it yet
     # the old sandbox may still exist in a broken state: delete it; then create the next one
     return Decision(status=b.build(),
-                    actions=(DeleteSandbox(name=name, reason="lost"), CreateSandbox(name=new_name, attempt=nxt)),
+                    actions=(DeleteSandbox(name=name, reason="lost"), *launch(new_name, nxt, session_id(nxt))),
                     requeue_after=0)
 
 

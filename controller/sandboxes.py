@@ -217,11 +217,15 @@ class Sandboxes:
                           cpu=_size(getattr(sandbox, "cpu", None)), memory=_size(getattr(sandbox, "memory", None)),
                           disk=_size(getattr(sandbox, "disk", None)))
 
-    async def ensure(self, spec: SandboxSpec) -> Any:
-        """Find the sandbox by its deterministic name or create it (never a second one)."""
-        existing = await self.find(spec.name)
-        if existing is not None:
-            return existing
+    async def ensure(self, spec: SandboxSpec, *, look_first: bool = False) -> tuple[Any, bool]:
+        """The sandbox called `spec.name`, created unless it exists (never a second one), and
+        whether this call created it. Daytona refuses a second sandbox of a name with 409, so
+        the create itself is the look-up: a taken name is adopted (a crashed step's create, or
+        a peer's). `look_first` looks it up before creating (where one is expected to exist)."""
+        if look_first:
+            existing = await self.find(spec.name)
+            if existing is not None:
+                return existing, False
         base: dict[str, Any] = {
             "name": spec.name,
             "labels": dict(spec.labels),
@@ -247,12 +251,12 @@ class Sandboxes:
         except _Outcome as exc:
             if exc.kind != Kind.NAME_TAKEN:
                 raise
-            adopted = await self.find(spec.name)  # a concurrent create of the same name won
+            adopted = await self.find(spec.name)  # an earlier or a concurrent create of the name
             if adopted is None:
                 raise Retryable(f"sandbox {spec.name} was taken but is not visible yet") from exc
-            return adopted
+            return adopted, False
         metrics.SANDBOX_CREATE_SECONDS.observe(time.monotonic() - started)
-        return created
+        return created, True
 
     @property
     def _create_timeout(self) -> float:

@@ -64,10 +64,12 @@ class Supervisor:
     """Supervises one AgentTask until it needs no more supervision or is stopped."""
 
     def __init__(self, rt: Runtime, *, body: Any, logger: Logger,
-                 on_step: Callable[[], None] | None = None):
+                 on_step: Callable[[], None] | None = None, finalizer: str | None = None):
         self.rt = rt
         self.on_step = on_step
+        self.finalizer = finalizer  # kopf's; the first write waits for it (see `_await_finalizer`)
         self.wake = asyncio.Event()  # set when the spec changed (suspend, cancel, deadline): look now
+        self.advanced = asyncio.Event()  # set when a newer body of the task was seen
         self.live = body
         self.current: dict[str, Any] = dict(body)
         self.logger = logger
@@ -87,12 +89,17 @@ class Supervisor:
         # what this step's observation fetched, so its actions do not fetch it again
         self.seen: Any | None = None  # the SDK sandbox of the current attempt
         self.seen_session: tuple[str, bool, plan.CommandObs | None] | None = None  # (session, exists, command)
+        self.created = False  # this step's create made the sandbox in `seen` (nothing else is in it yet)
         self.agent_started: tuple[str, dt.datetime] | None = None  # (command id, when) of the command started here
+        self.started_now = False  # this step started the agent (its outcome is written in the same step)
+        self.running: Any | None = None  # the SDK sandbox the agent was last seen running in
+        self.event: tuple[str, str, str] | None = None  # this step's phase-change event, posted at its end
 
     # --------------------------------------------------------------- main loop
 
     async def run(self, stopped: Any) -> None:
         try:
+            await self._await_finalizer(stopped)
             while not stopped.is_set():
                 wait = await self.step()
                 if self.on_step is not None:
@@ -108,9 +115,35 @@ class Supervisor:
         """The spec changed (suspend, cancel, a new deadline): look now, at this body or newer.
         The event that carries the change can reach us before kopf has updated the daemon's live
         body; a step on the older body would decide on the old spec (e.g. sleep as suspended)."""
+        self.saw(body)
+        self.wake.set()
+
+    def saw(self, body: Any) -> None:
+        """A watch event of the task (every one, from `handlers.spec_changed`): keep the newest."""
         if _rv(body) > _rv(self.current):
             self.current = {k: body[k] for k in body}
-        self.wake.set()
+            self.advanced.set()
+
+    def _finalized(self) -> bool:
+        meta = self.live.get("metadata") or {} if _rv(self.live) > _rv(self.current) else \
+            self.current.get("metadata") or {}
+        return self.finalizer in (meta.get("finalizers") or ())
+
+    async def _await_finalizer(self, stopped: Any, timeout: float = 5.0) -> None:
+        """kopf adds its finalizer in the same cycle that starts this daemon: a first write
+        computed from the body before it would be refused (409) and cost a re-read. So the first
+        step waits (at most `timeout`) for the watch event that carries the finalizer."""
+        if self.finalizer is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._finalized() and not stopped.is_set():
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self.advanced.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.advanced.wait(), min(left, 0.5))
 
     def _latest(self) -> AgentTask:
         if _rv(self.live) > _rv(self.current):
@@ -119,10 +152,36 @@ class Supervisor:
 
     async def step(self) -> float | None:
         """One reconcile; returns seconds to wait before the next one, or None when done."""
+        try:
+            return await self._step()
+        finally:
+            self._post_event()
+
+    async def _started(self, decision: plan.Decision) -> plan.Decision:
+        """The agent was started in this step: write what that means now (Running, the sandbox's
+        id, the command), trusting what the create and the start returned instead of looking
+        again; the log stream's end wakes the next step."""
+        if self.seen is None or self.agent_started is None:
+            return decision
+        task = AgentTask.from_body(self.current)
+        sid = (self.seen_session or ("",))[0]
+        command = plan.CommandObs(id=self.agent_started[0], exit_code=None)
+        obs = plan.Observation(sandbox=self.rt.sandboxes.observe(self.seen), command=command, session_exists=True,
+                               agent_started=self.agent_started[1], last_log_write=self.last_log_write)
+        after = plan.decide(task, obs, now=self.rt.clock(), config=self.rt.config)
+        if after.actions or after.status.phase != Phase.RUNNING:  # (not what a start leads to: look again)
+            return decision
+        await self.write(task, after.status)
+        self.running = self.seen
+        self._follow(self.seen, sid, command.id)
+        return after
+
+    async def _step(self) -> float | None:
         task = self._latest()
         if task.metadata.deletion_timestamp is not None:
             return None
         self.seen = self.seen_session = None
+        self.created = self.started_now = False
         try:
             await self._register_secrets(task)
             obs = await self.observe(task)
@@ -132,7 +191,9 @@ class Supervisor:
             await self.write(task, decision.status)
             for action in decision.actions:
                 await self.act(action, task)
-            if obs.command is not None and obs.command.exit_code is None:
+            if self.started_now:
+                decision = await self._started(decision)
+            elif obs.command is not None and obs.command.exit_code is None:
                 await self._refresh_token(task)
             self.backoff.reset()
         except Conflict:
@@ -144,6 +205,7 @@ class Supervisor:
         except AttemptLost as exc:
             metrics.RECONCILE_ERRORS.labels("attempt_lost").inc()
             self.logger.warning("the sandbox went away during an action, looking again: %s", logs.redact(str(exc)))
+            await self._confirm_created()
             return self.rt.config.missing_recheck_seconds
         except TaskFault as exc:
             return await self._task_fault(exc)
@@ -185,6 +247,17 @@ class Supervisor:
         else:
             await self._record_error(str(exc))
         return delay
+
+    async def _confirm_created(self) -> None:
+        """This step created the sandbox and lost it before the agent ran: record its id, so the
+        next looks that miss it count a lost attempt (an unconfirmed sandbox is just created again)."""
+        if not self.created or self.seen is None:
+            return
+        task = self._latest()
+        box = self.rt.sandboxes.observe(self.seen)
+        if task.status.sandbox is None or task.status.sandbox.name != box.name or task.status.sandbox.id:
+            return
+        await self._guarded_write(task, task.status.model_copy(update={"sandbox": box.status()}))
 
     async def _operator_wide(self, exc: OperatorWide) -> float:
         metrics.RECONCILE_ERRORS.labels("operator_wide").inc()
@@ -290,7 +363,15 @@ class Supervisor:
             sandbox = self.seen = await rt.sandboxes.find(ref) if ref else None
             return plan.Observation(sandbox=rt.sandboxes.observe(sandbox) if sandbox is not None else None)
         name = plan.sandbox_name(task.metadata.uid, attempt)
-        sandbox = self.seen = await rt.sandboxes.find(name)
+        follower = self.follower
+        if (self.running is not None and self.running.name == name and follower is not None
+                and follower.exited.is_set()):
+            # the agent's log stream ended: its command exited in a sandbox that was running it a
+            # moment ago; the exit code and result come from that sandbox (a look-up would only
+            # repeat what the stream said; if it is gone since, the session look-up says so)
+            sandbox = self.seen = self.running
+        else:
+            sandbox = self.seen = await rt.sandboxes.find(name)
         if sandbox is None:
             self.misses += 1
             return plan.Observation(misses=self.misses)
@@ -305,6 +386,7 @@ class Supervisor:
         log_tail: str | None = None
         if command is not None:
             follower = self._follow(sandbox, sid, command.id)
+            self.running = sandbox if command.exit_code is None else None
             if command.exit_code is not None:
                 await self._final_logs(follower, sandbox, sid, command.id)
                 result = parse_result(await rt.sandboxes.download_json(sandbox, context.result_path(rt.settings)))
@@ -355,7 +437,8 @@ class Supervisor:
         if isinstance(action, plan.CreateSandbox):
             await self._create(task, action)
         elif isinstance(action, plan.StartAgent):
-            await self._start_agent(task, action)
+            if action.sandbox_id or self._ready(plan.sandbox_name(task.metadata.uid, action.attempt)):
+                await self._start_agent(task, action)
         elif isinstance(action, plan.DeleteSandbox):
             if self.follower is not None:
                 await self.follower.stop()
@@ -392,15 +475,22 @@ class Supervisor:
             self.path = "warm-pool" if claimed else "cold"
             metrics.WARM_POOL.labels("hit" if claimed else "miss").inc()
         try:
-            sandbox = await rt.sandboxes.ensure(spec)
+            sandbox, created = await rt.sandboxes.ensure(spec, look_first=bool(claimed))
         finally:
             if claimed:
                 rt.pools.release(spec.snapshot or "")
+        self.seen, self.created = sandbox, created and not claimed
         self.logger.info("sandbox %s ready", action.name, extra={"sandbox_id": sandbox.id, "attempt": action.attempt})
 
     def _seen(self, name: str) -> Any | None:
-        """The sandbox called `name` if this step's observation fetched it."""
+        """The sandbox called `name` if this step's observation (or create) fetched it."""
         return self.seen if self.seen is not None and self.seen.name == name else None
+
+    def _ready(self, name: str) -> bool:
+        """Whether this step's create returned `name` ready to run commands (else the next step
+        looks at it and starts the agent when it is)."""
+        sandbox = self._seen(name)
+        return sandbox is not None and self.rt.sandboxes.observe(sandbox).state in READY_STATES
 
     async def _start_agent(self, task: AgentTask, action: plan.StartAgent) -> None:
         rt = self.rt
@@ -409,8 +499,11 @@ class Supervisor:
         if sandbox is None:
             raise AttemptLost(f"sandbox {name} is gone")
         seen = self.seen_session
-        if seen is not None and seen[0] == action.session_id:
-            session: tuple[bool, plan.CommandObs | None] = seen[1:]
+        fresh = self.created  # created by this step: no session, no checkout in it yet
+        if fresh:
+            session: tuple[bool, plan.CommandObs | None] = (False, None)
+        elif seen is not None and seen[0] == action.session_id:
+            session = seen[1:]
         else:
             session = await rt.sandboxes.command(sandbox, action.session_id)
         command = session[1]
@@ -425,13 +518,18 @@ class Supervisor:
                                           deadline=context.runner_deadline(limit, deadline_seconds=seconds),
                                           max_cost_usd=cap)
             self.uploaded_token = secrets.git_token
+            began = rt.clock()
             await rt.sandboxes.upload(sandbox, files)
-            await self._clone(task, sandbox)
-            session = await rt.sandboxes.command(sandbox, action.session_id)  # adopt one a peer started meanwhile
+            await self._clone(task, sandbox, fresh=fresh)
+            if not fresh or (rt.clock() - began).total_seconds() >= rt.config.claim_seconds / 2:
+                # the intent may have expired meanwhile: adopt an agent a peer started
+                session = await rt.sandboxes.command(sandbox, action.session_id)
         command_id = await rt.sandboxes.start_command(sandbox, action.session_id, context.runner_command(rt.settings),
                                                       session=session)
         if session[1] is None:  # started now (not adopted): status.runningTime is this moment, not the next look
             self.agent_started = (command_id, rt.clock())
+            self.seen_session = (action.session_id, True, None)
+            self.started_now = True
         self.logger.info("agent started", extra={"sandbox_id": sandbox.id, "attempt": action.attempt,
                                                  "command_id": command_id})
 
@@ -460,12 +558,13 @@ class Supervisor:
         except OperatorError as exc:
             self.logger.warning("could not refresh the repository token: %s", logs.redact(str(exc)))
 
-    async def _clone(self, task: AgentTask, sandbox: Any) -> None:
+    async def _clone(self, task: AgentTask, sandbox: Any, *, fresh: bool) -> None:
         rt = self.rt
         repo = rt.settings.repo_dir
-        code, _ = await rt.sandboxes.exec(sandbox, f"test -d {repo}/.git")
-        if code == 0:
-            return
+        if not fresh:  # a sandbox of an earlier step: an interrupted start may have cloned already
+            code, _ = await rt.sandboxes.exec(sandbox, f"test -d {repo}/.git")
+            if code == 0:
+                return
         password = await taskenv.repository_token(rt.kube, task)
         try:
             await rt.sandboxes.clone(sandbox, url=task.spec.repository.url, path=repo,
@@ -518,8 +617,10 @@ class Supervisor:
         if after is None or (before == after and not waiting):
             return
         warning = after == Phase.FAILED or status.reason == Reason.SANDBOX_LOST or waiting
-        self.rt.post_event(self.current, "Warning" if warning else "Normal", status.reason or after.value,
-                           logs.redact(status.message or after.value))
+        event = ("Warning" if warning else "Normal", status.reason or after.value,
+                 logs.redact(status.message or after.value))
+        if self.event is None or self.event[0] != "Warning" or warning:  # a warning is never hidden
+            self.event = event
         if before == after:
             return
         self.logger.info("phase %s -> %s: %s", before, after.value, status.message)
@@ -534,6 +635,14 @@ class Supervisor:
                 (status.running_time - task.metadata.creation_timestamp).total_seconds())
         if status.reason == Reason.SANDBOX_LOST:
             metrics.ATTEMPTS_LOST.inc()
+
+    def _post_event(self) -> None:
+        """One event per step, for the phase it ended in: a step that provisions and starts the
+        agent says "AgentStarted", not also "Provisioning" a moment before (a warning on the way
+        is posted instead of a normal event after it)."""
+        event, self.event = self.event, None
+        if event is not None:
+            self.rt.post_event(self.current, *event)
 
     @staticmethod
     def _count_usage(task: AgentTask, status: AgentTaskStatus) -> None:

@@ -111,10 +111,11 @@ def test_a_sandbox_deleted_between_observe_and_act_costs_one_attempt(
     op = operator_for(controlplane.kubeconfig, server, namespace, tmp_path).start()
     try:
         create_task(kubectl, namespace, "vanish", {"repository": {"url": url}, "agent": {"command": [*sleepy, "1"]}})
-        claimed = wait_for(lambda: (t := get_task(kubectl, namespace, "vanish")) and (t.get("status", {}).get(
-            "intent") or {}).get("action") == "StartAgent" and t, timeout=60, what="the agent start to be claimed")
-        first = claimed["status"]["sandbox"]["name"]
-        server.set_faults({"lose": [first]})  # gone while the operator uploads into it
+        # the upload has reached the server (it waits out its latency there): the operator holds
+        # the sandbox its create returned, and loses it now, during the upload
+        wait_for(lambda: server.stats()["calls"].get("upload", 0) >= 1, timeout=60, what="the upload to start")
+        first = server.sandboxes()[0]["name"]
+        server.set_faults({"lose": [first]})
         server.set_faults({})
         task = wait_phase(kubectl, namespace, "vanish", {"Succeeded", "Failed"}, timeout=90)
         assert task["status"]["phase"] == "Succeeded", task["status"]

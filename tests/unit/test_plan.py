@@ -74,7 +74,7 @@ def test_new_task_admitted_at_once_is_provisioning_in_one_write() -> None:
     assert d.status.phase == Phase.PROVISIONING
     assert cond(d, "Admitted") == ("True", "Admitted")
     assert cond(d, "Reconciling") == ("True", "Provisioning")
-    assert d.actions == (CreateSandbox(name=plan.sandbox_name(UID, 1), attempt=1),)
+    assert d.actions == plan.launch(plan.sandbox_name(UID, 1), 1, "agenttask-1")
     assert d.status.intent is not None and d.status.intent.action == "CreateSandbox"
 
 
@@ -90,7 +90,7 @@ def test_pending_task_admitted_goes_provisioning_and_creates_sandbox() -> None:
     assert d.status.phase == Phase.PROVISIONING
     assert d.status.attempts == 1
     assert d.status.start_time == NOW
-    assert d.actions == (CreateSandbox(name=plan.sandbox_name(UID, 1), attempt=1),)
+    assert d.actions == plan.launch(plan.sandbox_name(UID, 1), 1, "agenttask-1")
     assert cond(d, "Admitted") == ("True", "Admitted")
     assert d.status.observed_generation == 2
     assert d.status.sandbox is not None and d.status.sandbox.id is None  # requested, not yet observed
@@ -142,7 +142,7 @@ def provisioning(**extra: Any) -> dict[str, Any]:
 def test_provisioning_without_sandbox_creates_it_again_same_attempt() -> None:
     """A create that failed (or never happened) is retried under the same deterministic name."""
     d = decide(task(provisioning()), Observation())
-    assert d.actions == (CreateSandbox(name=plan.sandbox_name(UID, 1), attempt=1),)
+    assert d.actions == plan.launch(plan.sandbox_name(UID, 1), 1, "agenttask-1")
     assert d.status.attempts == 1
 
 
@@ -200,7 +200,8 @@ def test_confirmed_sandbox_missing_twice_is_a_lost_attempt() -> None:
     assert d.status.attempts == 2
     assert d.status.reason == "SandboxLost"
     assert d.actions == (DeleteSandbox(name=plan.sandbox_name(UID, 1), reason="lost"),
-                         CreateSandbox(name=plan.sandbox_name(UID, 2), attempt=2))
+                         CreateSandbox(name=plan.sandbox_name(UID, 2), attempt=2),
+                         StartAgent(sandbox_id="", session_id="agenttask-2", attempt=2))
 
 
 # ----------------------------------------------------------------------------- Running
@@ -430,7 +431,7 @@ def test_another_replicas_fresh_intent_is_respected() -> None:
 def test_a_stale_intent_of_another_replica_is_taken_over() -> None:
     t = task({**provisioning(), "intent": intent("CreateSandbox", "other", age=CONFIG.claim_seconds + 1)})
     d = decide(t, Observation())
-    assert d.actions == (CreateSandbox(name=plan.sandbox_name(UID, 1), attempt=1),)
+    assert d.actions == plan.launch(plan.sandbox_name(UID, 1), 1, "agenttask-1")
     assert d.status.intent is not None and d.status.intent.holder == CONFIG.identity
     assert d.status.intent.since == NOW  # a new write: it is what fences the other replica out
 
@@ -446,6 +447,22 @@ def test_start_agent_waits_for_a_peer_that_is_starting_it() -> None:
     t = task({**provisioning(), "intent": intent("StartAgent", "other", age=1)})
     d = decide(t, Observation(sandbox=started(), session_exists=True))
     assert d.actions == ()
+
+
+def test_a_peers_create_intent_also_fences_the_start_it_goes_on_to() -> None:
+    """A replica that recorded CreateSandbox creates the sandbox and starts the agent in one step;
+    a peer that sees the sandbox already there (no agent yet) must not start a second agent."""
+    t = task({**provisioning(), "intent": intent("CreateSandbox", "other", age=1)})
+    d = decide(t, Observation(sandbox=started(), session_exists=False))
+    assert d.actions == ()
+    assert d.requeue_after == pytest.approx(CONFIG.claim_seconds - 1)
+
+
+def test_admission_creates_the_sandbox_and_starts_the_agent_in_one_step() -> None:
+    d = decide(task(), Observation(admission=Admission(admitted=True)))
+    create, start = d.actions
+    assert create == CreateSandbox(name=plan.sandbox_name(UID, 1), attempt=1)
+    assert start == StartAgent(sandbox_id="", session_id="agenttask-1", attempt=1)  # "" : the one just created
 
 
 # ------------------------------------------------------------ provisioning timeout

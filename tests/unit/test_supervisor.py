@@ -94,10 +94,11 @@ class FakeSandboxes:
         self._maybe_raise("get")
         return self.boxes.get(name)
 
-    async def ensure(self, spec: Any) -> Box:
+    async def ensure(self, spec: Any, *, look_first: bool = False) -> tuple[Box, bool]:
         self._maybe_raise("create")
+        created = spec.name not in self.boxes
         box = self.boxes.setdefault(spec.name, Box(id=f"id-{spec.name}", name=spec.name, state="started"))
-        return box
+        return box, created
 
     async def command(self, sandbox: Any, session_id: str) -> tuple[bool, plan.CommandObs | None]:
         self._maybe_raise("session_get")
@@ -175,8 +176,8 @@ def test_operator_wide_fault_makes_the_task_wait_not_fail(cause: Cause) -> None:
     reconciling = task.status.condition("Reconciling")
     assert reconciling is not None and reconciling.reason == cause
     assert ("Warning", str(cause)) in events  # one event when the wait starts
-    assert step(sup) is not None and status(kube).status.phase == "Provisioning"  # clears: it proceeds
-    assert status(kube).status.reason == "Provisioning"
+    assert step(sup) is not None  # cleared: it proceeds (creates the sandbox, starts the agent)
+    assert (status(kube).status.phase, status(kube).status.reason) == ("Running", "AgentStarted")
 
 
 def test_attempt_lost_during_an_action_is_looked_at_again_soon() -> None:
@@ -209,7 +210,12 @@ def test_conflict_on_the_main_write_rereads_and_goes_on() -> None:
     assert sup.current["metadata"]["resourceVersion"] == "11"
     assert step(sup) is not None  # the next step works from the fresh copy
     assert plan.sandbox_name(UID, 1) in boxes.boxes
-    assert status(kube).status.intent is not None and status(kube).status.intent.holder == "me"
+    # it created the sandbox and started the agent in one step, and recorded what that returned
+    assert status(kube).status.phase == "Running" and status(kube).status.intent is None
+    box = status(kube).status.sandbox
+    assert box is not None and box.id == f"id-{plan.sandbox_name(UID, 1)}"
+    after_create = boxes.calls[boxes.calls.index("create"):]
+    assert after_create == ["create", "upload", "git_clone", "session_exec"]  # nothing looked up again
 
 
 def test_a_conflict_while_recording_an_error_never_escapes() -> None:
@@ -248,7 +254,7 @@ def test_an_unexpected_exception_backs_off_instead_of_crashing() -> None:
         assert delay is not None and delay >= 0
         assert sup.backoff.failures == failures
     assert step(sup) is not None and sup.backoff.failures == 0  # a step that works resets the backoff
-    assert status(kube).status.phase == "Provisioning"
+    assert status(kube).status.phase == "Running"
 
 
 def test_last_error_writes_are_throttled() -> None:
