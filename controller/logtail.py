@@ -31,6 +31,13 @@ class LogFollower:
         self._task: asyncio.Task[None] | None = None
         self._logger = logger
         self.exited = asyncio.Event()
+        self.failures = 0  # stream attempts in a row that failed
+
+    @property
+    def streaming(self) -> bool:
+        """The stream is being followed and its last attempt did not fail: its end will say when
+        the command exits."""
+        return self._task is not None and not self._task.done() and self.failures == 0
 
     def _append(self, chunk: str) -> None:
         self._buffer = (self._buffer + chunk)[-self._limit * 2:]
@@ -56,10 +63,12 @@ class LogFollower:
                 self.exited.set()
                 return
             except OperatorError as exc:
+                self.failures += 1
                 self._logger.debug("log stream interrupted: %s", logs.redact(str(exc)))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the SDK raises plain errors on odd closes
+                self.failures += 1
                 self._logger.debug("log stream failed: %s", logs.redact(repr(exc)))
             await asyncio.sleep(_RETRY_SECONDS)
 

@@ -570,7 +570,15 @@ def _cleanup(task: AgentTask, b: _Builder, *, keep: bool) -> Decision:
     # the slot is held until the sandbox is seen gone: Daytona deletes asynchronously (destroying),
     # and a slot freed at the delete request let the next sandbox exist beside this one
     return Decision(status=b.build(), actions=(DeleteSandbox(name=sandbox.name, reason="finished"),),
-                    requeue_after=0)
+                    requeue_after=destroy_recheck(task, b.now, b.config))
+
+
+def destroy_recheck(task: AgentTask, now: dt.datetime, config: PlanConfig) -> float:
+    """When to look whether a deleted sandbox is gone: soon at first (its slot is held until
+    then, and Daytona usually destroys a sandbox within a second or two), then less often, up
+    to the poll interval: a quarter of the time since the task finished, at least 0.25 s."""
+    done = task.status.completion_time or now
+    return min(config.poll_interval_seconds, max(0.25, (now - done).total_seconds() / 4))
 
 
 def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig) -> Decision:
@@ -598,7 +606,7 @@ def _finished(task: AgentTask, obs: Observation, b: _Builder, config: PlanConfig
                         requeue_after=0)
     deleting = obs.sandbox.state in ("destroying", "destroyed")
     return Decision(status=b.build(), actions=(DeleteSandbox(name=sandbox.name, reason="finished"),),
-                    requeue_after=config.poll_interval_seconds if deleting else 0)
+                    requeue_after=destroy_recheck(task, b.now, config) if deleting else 0)
 
 
 def _expire(task: AgentTask, b: _Builder, config: PlanConfig) -> Decision:

@@ -177,6 +177,7 @@ class Supervisor:
         return after
 
     async def _step(self) -> float | None:
+        self.wake.clear()  # this step reads the newest body: a nudge from before it is handled here
         task = self._latest()
         if task.metadata.deletion_timestamp is not None:
             return None
@@ -226,7 +227,23 @@ class Supervisor:
             return None
         if not plan.needs_supervision(task, self.rt.config) and not decision.actions:
             return None
-        return decision.requeue_after if decision.requeue_after is not None else self.rt.settings.poll_interval_seconds
+        wait = decision.requeue_after if decision.requeue_after is not None else self.rt.settings.poll_interval_seconds
+        return self._streaming_wait(task, wait)
+
+    def _streaming_wait(self, task: AgentTask, wait: float) -> float:
+        """While the agent's log stream is open, its end wakes the supervisor the moment the
+        command exits (and `_sleep` waits on it), so a running task is looked at only as often as
+        its log tail may be written, not at the plan's fast early polls; never past its deadline."""
+        follower = self.follower
+        if (task.status.phase != Phase.RUNNING or follower is None or not follower.streaming
+                or follower.exited.is_set()):
+            return wait
+        s = self.rt.settings
+        longer = min(max(wait, s.log_tail_interval_seconds), max(s.max_poll_interval_seconds, wait))
+        limit = plan.deadline(task, self.rt.config)
+        if limit is not None:
+            longer = min(longer, max((limit - self.rt.clock()).total_seconds(), 0.0))
+        return longer
 
     # ------------------------------------------------------------ error paths
 
@@ -614,13 +631,16 @@ class Supervisor:
     def _on_transition(self, task: AgentTask, status: AgentTaskStatus) -> None:
         before, after = task.status.phase, status.phase
         waiting = status.reason in _WAIT_REASONS and status.reason != task.status.reason
-        if after is None or (before == after and not waiting):
+        lost = status.reason == Reason.SANDBOX_LOST and status.attempts != task.status.attempts  # (in any phase)
+        if after is None or (before == after and not waiting and not lost):
             return
         warning = after == Phase.FAILED or status.reason == Reason.SANDBOX_LOST or waiting
         event = ("Warning" if warning else "Normal", status.reason or after.value,
                  logs.redact(status.message or after.value))
         if self.event is None or self.event[0] != "Warning" or warning:  # a warning is never hidden
             self.event = event
+        if lost:
+            metrics.ATTEMPTS_LOST.inc()
         if before == after:
             return
         self.logger.info("phase %s -> %s: %s", before, after.value, status.message)
@@ -633,8 +653,6 @@ class Supervisor:
         if task.status.running_time is None and status.running_time and task.metadata.creation_timestamp:
             metrics.TIME_TO_RUNNING.labels(self.path).observe(
                 (status.running_time - task.metadata.creation_timestamp).total_seconds())
-        if status.reason == Reason.SANDBOX_LOST:
-            metrics.ATTEMPTS_LOST.inc()
 
     def _post_event(self) -> None:
         """One event per step, for the phase it ended in: a step that provisions and starts the

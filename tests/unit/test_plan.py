@@ -227,8 +227,13 @@ def test_running_exit_zero_succeeds_and_deletes_sandbox() -> None:
     # admission limit bounds the sandboxes that exist, destroying ones included
     assert not d.release_slot
     done = task(running_status()).model_copy(update={"status": d.status})
+    assert d.requeue_after == 0.25  # the slot waits for the sandbox to go: look again soon
     destroying = decide(done, Observation(sandbox=started(state="destroying")))
-    assert not destroying.release_slot and destroying.requeue_after == CONFIG.poll_interval_seconds
+    assert not destroying.release_slot and destroying.requeue_after == 0.25
+    later = decide(done, Observation(sandbox=started(state="destroying")), now=NOW + dt.timedelta(seconds=4))
+    assert later.requeue_after == 1.0  # then less often, up to the poll interval
+    much_later = decide(done, Observation(sandbox=started(state="destroying")), now=NOW + dt.timedelta(minutes=5))
+    assert much_later.requeue_after == CONFIG.poll_interval_seconds
     gone = decide(done, Observation(misses=1))
     assert gone.release_slot and gone.status.sandbox is not None and gone.status.sandbox.deleted
 

@@ -36,6 +36,7 @@ class FakeKube:
     def __init__(self, body: dict[str, Any]):
         self.body = copy.deepcopy(body)
         self.writes = 0
+        self.gets = 0
         self.fail_next_write: OperatorError | None = None
         self.secrets: dict[tuple[str, str], str] = {}
 
@@ -43,6 +44,7 @@ class FakeKube:
         return str(self.body["metadata"]["resourceVersion"])
 
     async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets += 1
         return dict(self.body)
 
     async def patch_status(self, namespace: str, name: str, *, resource_version: str | None,
@@ -121,6 +123,23 @@ class FakeSandboxes:
     async def delete_if_exists(self, name_or_sandbox: Any) -> bool:
         self._maybe_raise("delete")
         return True
+
+    async def follow_logs(self, sandbox: Any, session_id: str, command_id: str, on_output: Any) -> None:
+        self._maybe_raise("logs_follow")
+        await asyncio.Event().wait()  # a stream that stays open (the agent runs on)
+
+    def creates(self, state: str) -> None:
+        """The next create returns its sandbox in `state`."""
+        name = plan.sandbox_name(UID, 1)
+        self.boxes.pop(name, None)
+        original = self.ensure
+
+        async def ensure(spec: Any, *, look_first: bool = False) -> tuple[Box, bool]:
+            box, created = await original(spec, look_first=look_first)
+            box.state = state
+            return box, created
+
+        self.ensure = ensure  # type: ignore[method-assign]
 
 
 def body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
@@ -215,7 +234,7 @@ def test_conflict_on_the_main_write_rereads_and_goes_on() -> None:
     box = status(kube).status.sandbox
     assert box is not None and box.id == f"id-{plan.sandbox_name(UID, 1)}"
     after_create = boxes.calls[boxes.calls.index("create"):]
-    assert after_create == ["create", "upload", "git_clone", "session_exec"]  # nothing looked up again
+    assert after_create == ["create", "upload", "git_clone", "session_exec", "logs_follow"]  # no look-up again
 
 
 def test_a_conflict_while_recording_an_error_never_escapes() -> None:
@@ -264,3 +283,90 @@ def test_last_error_writes_are_throttled() -> None:
         step(sup)
     assert kube.writes == 1
 
+
+
+# ------------------------------------------------- the launch step (create, start, Running)
+
+
+def test_an_admitted_task_is_running_after_one_step_of_two_writes_and_one_event() -> None:
+    """Admission, the create and the agent's start happen in one step; what the create and the
+    start returned is written as Running without looking at the sandbox or the session again."""
+    sup, kube, boxes, events = make(body())
+    assert step(sup) is not None
+    task = status(kube)
+    assert (task.status.phase, task.status.reason) == ("Running", "AgentStarted")
+    assert task.status.sandbox is not None and task.status.sandbox.id == f"id-{plan.sandbox_name(UID, 1)}"
+    assert task.status.agent is not None and task.status.agent.command_id == "cmd-1"
+    assert task.status.running_time == NOW and task.status.intent is None
+    assert kube.writes == 2  # Provisioning (the create intent, before the create), then Running
+    assert boxes.calls == ["create", "upload", "git_clone", "session_exec", "logs_follow"]
+    assert events == [("Normal", "AgentStarted")]  # one event for the phase the step ended in
+
+
+def test_a_create_that_returns_a_sandbox_not_ready_leaves_the_start_to_the_next_look() -> None:
+    sup, kube, boxes, events = make(body())
+    boxes.creates("starting")
+    assert step(sup) == 0
+    assert status(kube).status.phase == "Provisioning"
+    assert boxes.calls == ["create"]  # nothing uploaded into a sandbox that cannot run commands
+    assert events == [("Normal", "Provisioning")]
+
+
+def test_a_sandbox_lost_during_the_launch_is_recorded_so_that_its_loss_counts() -> None:
+    """The create returned it (so it existed), then it vanished under the upload: its id is
+    written, and the next looks that miss it count a lost attempt instead of creating it again
+    under the same attempt."""
+    sup, kube, boxes, events = make(body())
+    boxes.raise_on["upload"] = AttemptLost("daytona upload failed (HTTP 404): not found", status=404)
+    assert step(sup) == sup.rt.config.missing_recheck_seconds
+    box = status(kube).status.sandbox
+    assert box is not None and box.id == f"id-{plan.sandbox_name(UID, 1)}"
+    del boxes.boxes[plan.sandbox_name(UID, 1)]
+    step(sup)  # missing once: looked at again
+    assert status(kube).status.attempts == 1
+    step(sup)  # missing twice: attempt 1 is lost, attempt 2 launched in the same step
+    task = status(kube)
+    assert task.status.attempts == 2 and task.status.sandbox is not None
+    assert task.status.sandbox.name == plan.sandbox_name(UID, 2) and task.status.phase == "Running"
+    assert events[-1] == ("Warning", "SandboxLost")  # the step's warning is not hidden by its Running
+
+
+def test_the_first_write_waits_for_kopfs_finalizer_instead_of_racing_it() -> None:
+    """kopf adds its finalizer while the daemon starts: a first write from the body before it
+    would be refused (409) and cost a re-read; the supervisor waits for the event that has it."""
+    raw = body()
+    sup, kube, _, _ = make(raw)
+    sup.finalizer = "agenttask.io/sandbox-cleanup"
+    finalized = copy.deepcopy(raw)
+    finalized["metadata"].update(resourceVersion="11", finalizers=[sup.finalizer])
+    kube.body = copy.deepcopy(finalized)
+
+    async def scenario() -> None:
+        class Stopped:
+            def is_set(self) -> bool:
+                return False
+
+        waiting = asyncio.create_task(sup._await_finalizer(Stopped()))
+        await asyncio.sleep(0)  # (let it start waiting)
+        assert not waiting.done()
+        sup.saw(finalized)  # the watch event of kopf's patch
+        await asyncio.wait_for(waiting, 5)
+        await sup.step()
+
+    asyncio.run(scenario())
+    assert kube.gets == 0 and status(kube).status.phase == "Running"  # no 409, no re-read
+
+
+def test_while_the_log_stream_is_open_a_running_task_is_looked_at_only_for_its_log_tail() -> None:
+    sup, kube, _, _ = make(body())
+
+    async def scenario() -> tuple[float | None, float | None]:
+        first = await sup.step()  # launched: Running, following the log stream
+        await asyncio.sleep(0)  # (the follower's task starts)
+        sup.follower.failures = 1  # type: ignore[union-attr]
+        broken = sup._streaming_wait(AgentTask.from_body(kube.body), 2.0)
+        return first, broken
+
+    first, broken = asyncio.run(scenario())
+    assert first == sup.rt.settings.log_tail_interval_seconds  # not the plan's 2 s early poll
+    assert broken == 2.0  # a stream that failed says nothing: the plan's polling again
