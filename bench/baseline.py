@@ -54,13 +54,14 @@ async def _one(client: AsyncDaytona, task: AgentTask, *, settings: Settings, run
         marks["done"] = time.time()
 
 
-async def run(*, api_url: str, api_key: str, n: int, concurrency: int, repo_url: str) -> dict[str, Any]:
+async def run(*, api_url: str, api_key: str, n: int, concurrency: int, repo_url: str,
+              spec: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run N tasks; returns per-task marks (Unix seconds) keyed by sandbox name, and the wall time."""
     settings = Settings()
     runner = build_zipapp()
     tasks = []
     for i in range(n):
-        body = task_body(name=f"bench-{i:05d}", namespace="baseline", repo_url=repo_url)
+        body = task_body(name=f"bench-{i:05d}", namespace="baseline", repo_url=repo_url, **(spec or {}))
         body["metadata"]["uid"] = str(uuid.uuid4())
         tasks.append(AgentTask.from_body(body))
     gate = asyncio.Semaphore(concurrency)

@@ -145,6 +145,86 @@ def latency_table(runs: Sequence[Mapping[str, Any]]) -> str:
                   "→running p50", "→running p95", "→running p99"], rows)
 
 
+def running_text(r: Mapping[str, Any]) -> str:
+    return (f"{r['n']} AgentTasks applied in one burst with `AGENTTASK_MAX_ACTIVE_SANDBOXES={r['n']}`, each agent "
+            f"`sleep {r['sleep_seconds']}` (an hour-long agent as far as the operator can tell: a session command "
+            "that prints nothing and runs on). The steady state is the window from the moment every agent runs "
+            "until the first could exit; CPU is the operator process's (user + system) over that window, in percent "
+            "of one core; requests and calls are per minute over the same window.")
+
+
+def running_table(r: Mapping[str, Any]) -> str:
+    create = r.get("to_first_create") or {}
+    rows = [
+        ["apply → first create p50 / p95 / max",
+         f"{fmt(create.get('p50'), ' s')} / {fmt(create.get('p95'), ' s')} / {fmt(create.get('max'), ' s')}"],
+        ["every agent running after", fmt(r.get("all_running_after_seconds"), " s", 1)],
+        ["steady state measured for", fmt(r.get("steady_seconds"), " s", 0)],
+        ["operator CPU, steady state", fmt(r.get("steady_cpu_percent"), " % of one core", 2)],
+        ["operator RSS, steady state / peak",
+         f"{fmt(r.get('steady_rss_mib'), ' MiB', 0)} / {fmt(r.get('rss_peak_mib'), ' MiB', 0)}"],
+        ["Kubernetes API requests per minute, steady state",
+         _per_minute(r.get("kube_requests_per_minute") or {})],
+        ["Daytona calls per minute, steady state", _per_minute(r.get("daytona_calls_per_minute") or {})],
+        ["all finished and cleaned up after", fmt(r.get("finished_after_seconds"), " s", 0)],
+        ["Succeeded, sandbox deleted", f"{r.get('succeeded')} of {r['n']}"],
+    ]
+    return table(["figure", "value"], rows)
+
+
+def _per_minute(rates: Mapping[str, float]) -> str:
+    total = sum(rates.values())
+    parts = ", ".join(f"`{k}` {v:g}" for k, v in sorted(rates.items(), key=lambda kv: -kv[1]))
+    return f"{total:g}" + (f" ({parts})" if parts else "")
+
+
+def _run_at(runs: Sequence[Mapping[str, Any]] | None, n: int) -> Mapping[str, Any] | None:
+    return next((r for r in runs or () if r["n"] == n), None)
+
+
+def goals_table(results: Mapping[str, Any]) -> str:
+    """Each goal of the performance issue next to what this run measured."""
+    rows: list[list[str]] = []
+
+    def goal(name: str, target: str, value: float | None, ok: bool | None, unit: str = "", digits: int = 2) -> None:
+        verdict = "n/a" if ok is None else ("met" if ok else "**not met**")
+        rows.append([name, target, fmt(value, unit, digits), verdict])
+
+    for n, limit in ((1000, 1.15), (100, 1.10)):
+        run = _run_at(results.get("scale"), n)
+        ratio = run["operator"]["wall_seconds"] / run["baseline"]["wall_seconds"] if run else None
+        goal(f"wall ratio, N={n}", f"≤ {limit}", ratio, None if ratio is None else ratio <= limit, "x")
+    for n in (100, 1000):
+        run = _run_at(results.get("scale_sleep"), n)
+        ratio = run["operator"]["wall_seconds"] / run["baseline"]["wall_seconds"] if run else None
+        goal(f"wall ratio, N={n}, agents sleep 5 s", "(reported)", ratio, None, "x")
+    big = _run_at(results.get("scale"), 1000) or (results.get("scale") or [None])[-1]
+    if big:
+        op, n = big["operator"], big["n"]
+        requests = sum(op["kube_requests_per_task"].values())
+        goal(f"Kubernetes API requests per task (N={n})", "≤ 6", requests, requests <= 6, "", 1)
+        cpu = op["cpu_seconds"] / n if op.get("cpu_seconds") is not None else None
+        goal(f"operator CPU-seconds per task (N={n})", "≤ 0.04", cpu, None if cpu is None else cpu <= 0.04, " s", 3)
+        calls = sum(op["daytona_calls_per_task"].values())
+        base = sum(big["baseline"]["daytona_calls_per_task"].values())
+        goal(f"Daytona calls per task (N={n}), baseline {base:.1f}", f"≤ {base + 1:.1f}", calls, calls <= base + 1.05,
+             "", 1)
+    many = results.get("running")
+    if many:
+        p95 = (many.get("to_first_create") or {}).get("p95")
+        goal(f"apply → first create p95, {many['n']} applied at once", "≤ 1 s", p95,
+             None if p95 is None else p95 <= 1.0, " s")
+        goal(f"operator RSS, {many['n']} running at once", "≤ 300 MiB", many.get("rss_peak_mib"),
+             None if many.get("rss_peak_mib") is None else many["rss_peak_mib"] <= 300, " MiB", 0)
+        cpu = many.get("steady_cpu_percent")
+        goal(f"operator CPU, {many['n']} running at once", "≤ 5 %", cpu, None if cpu is None else cpu <= 5, " %")
+    sweep = results.get("sweep")
+    if sweep:
+        goal(f"orphan sweep over {sweep['sandboxes']} sandboxes (deleting sweep)", "≤ 5 s", sweep["wall_seconds"],
+             sweep["wall_seconds"] <= 5, " s", 1)
+    return table(["goal", "target", "measured", ""], rows)
+
+
 def breakdown_table(runs: Sequence[Mapping[str, Any]], key: str) -> str:
     """Per-task counts by operation (Daytona) or by verb/resource (Kubernetes), one column per run."""
     columns = [(run["n"], who) for run in runs for who in ("baseline", "operator")
@@ -216,6 +296,17 @@ def render(results: Mapping[str, Any], *, plot: str | None) -> str:
     out += ["### Daytona calls per task", "", breakdown_table(runs, "daytona_calls_per_task"), "",
             "### Kubernetes API requests per task (operator only)", "",
             breakdown_table(runs, "kube_requests_per_task"), ""]
+    sleepy = results.get("scale_sleep")
+    if sleepy:
+        out += ["## Scale, agents whose work costs nothing", "",
+                f"The same comparison with the agent `{params.get('sleeper', 'sleep 5')}`: the sandboxes' work no "
+                "longer competes with the operator for this machine's CPU, so the ratio is orchestration overhead "
+                "alone (the baseline's wall is then mostly the agents' sleep).", "",
+                scale_table(sleepy), "", latency_table(sleepy), ""]
+    many = results.get("running")
+    if many:
+        out += ["## Many tasks running at once", "", running_text(many), "", running_table(many), ""]
+    out += ["## Goals", "", goals_table(results), ""]
     sweep = results.get("sweep")
     if sweep:
         out += ["## Orphan sweep", "",

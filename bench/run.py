@@ -38,8 +38,8 @@ from controller import plan
 from controller.devcluster import DevCluster
 from tests.integration.harness import SandboxServer, make_repo, sandbox_server
 
-from . import baseline, operator_run, plot, report, sweep, warmpool
-from .workload import AGENT, DEFAULT_CONCURRENCY, DEFAULT_LATENCY, latency_flags
+from . import baseline, operator_run, plot, report, running, sweep, warmpool
+from .workload import AGENT, DEFAULT_CONCURRENCY, DEFAULT_LATENCY, SLEEPER, latency_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "latest.json"
@@ -133,18 +133,20 @@ def _summary(raw: dict[str, Any], n: int, stats: dict[str, Any]) -> dict[str, An
 
 
 async def scale(cluster: DevCluster, tmp: Path, *, n: int, concurrency: int, repo_url: str,
-                latency: dict[str, float], logs: Path) -> dict[str, Any]:
-    say(f"baseline, N={n}")
-    with niced_server(tmp / f"sb-base-{n}", latency) as server:
+                latency: dict[str, float], logs: Path, agent: list[str] | None = None) -> dict[str, Any]:
+    spec = {"agent": {"command": agent}} if agent else None
+    tag = f"{n}-sleep" if agent else str(n)
+    say(f"baseline, N={n}{' ' + ' '.join(agent) if agent else ''}")
+    with niced_server(tmp / f"sb-base-{tag}", latency) as server:
         await asyncio.to_thread(server._request, "POST", "/_admin/reset-stats")
         raw = await baseline.run(api_url=server.api_url, api_key=server.api_key, n=n, concurrency=concurrency,
-                                 repo_url=repo_url)
+                                 repo_url=repo_url, spec=spec)
         base = _summary(raw, n, await asyncio.to_thread(server.stats))
     say(f"baseline, N={n}: {base['wall_seconds']:.1f} s; operator, N={n}")
-    with niced_server(tmp / f"sb-op-{n}", latency) as server:
-        raw = await operator_run.run(cluster=cluster, server=server, namespace=f"bench-{n}", n=n,
-                                     concurrency=concurrency, repo_url=repo_url, log_path=logs / f"operator-{n}.log",
-                                     timeout=max(600.0, n * 3.0))
+    with niced_server(tmp / f"sb-op-{tag}", latency) as server:
+        raw = await operator_run.run(cluster=cluster, server=server, namespace=f"bench-{tag}", n=n,
+                                     concurrency=concurrency, repo_url=repo_url, log_path=logs / f"operator-{tag}.log",
+                                     timeout=max(600.0, n * 3.0), spec=spec)
         op = _summary(raw, n, await asyncio.to_thread(server.stats))
         op["rss_samples"] = raw["rss_samples"]
     say(f"operator, N={n}: {op['wall_seconds']:.1f} s ({op['wall_seconds'] / base['wall_seconds']:.2f}x baseline)")
@@ -179,6 +181,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for n in sizes:
                 results["scale"].append(await scale(cluster, tmp, n=n, concurrency=args.concurrency,
                                                     repo_url=repo_url, latency=latency, logs=logs))
+            sleep_sizes = [int(s) for s in args.sleep_sizes.split(",") if s]
+            if sleep_sizes:
+                results["parameters"]["sleeper"] = " ".join(SLEEPER)
+                results["scale_sleep"] = [await scale(cluster, tmp, n=n, concurrency=args.concurrency,
+                                                      repo_url=repo_url, latency=latency, logs=logs,
+                                                      agent=list(SLEEPER)) for n in sleep_sizes]
+            if args.running:
+                say(f"{args.running} tasks running at once, agents sleeping {args.running_sleep} s")
+                with niced_server(tmp / "sb-running", latency) as server:
+                    results["running"] = await running.run(
+                        cluster=cluster, server=server, namespace="bench-running", n=args.running,
+                        sleep_seconds=args.running_sleep, repo_url=repo_url, log_path=logs / "operator-running.log",
+                        timeout=max(900.0, args.running * 2.0))
+                say(f"running at once: {results['running']}")
             if args.sweep:
                 say(f"orphan sweep over {args.sweep} sandboxes")
                 with niced_server(tmp / "sb-sweep", latency) as server:
@@ -213,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, small sweep: a smoke run (~3 min)")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                         help="tasks at a time (AGENTTASK_MAX_ACTIVE_SANDBOXES and the baseline's limit)")
+    parser.add_argument("--sleep-sizes", default=None,
+                        help="N for the regime whose agents sleep 5 s (default 100,1000; --quick: 20; '': skip)")
+    parser.add_argument("--running", type=int, default=None,
+                        help="tasks running at once (default 1000; --quick: 50; 0: skip)")
+    parser.add_argument("--running-sleep", type=int, default=None,
+                        help="how long those agents sleep (default 600 s; --quick: 60 s)")
     parser.add_argument("--sweep", type=int, default=None, help="sandboxes in the orphan sweep (0: skip)")
     parser.add_argument("--warm", type=int, default=None, help="tasks per warm-pool/cold run (0: skip)")
     parser.add_argument("--logs", default=None, help="keep the operators' logs in this directory")
@@ -226,7 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         results.pop("optimisations", None)
         results.pop("notes", None)
     else:
-        args.sizes = args.sizes or ("20,100" if args.quick else "100,1000")
+        if args.sizes is None:
+            args.sizes = "20,100" if args.quick else "100,1000"
+        if args.sleep_sizes is None:
+            args.sleep_sizes = "20" if args.quick else "100,1000"
+        args.running = (50 if args.quick else 1000) if args.running is None else args.running
+        args.running_sleep = args.running_sleep or (60 if args.quick else 600)
         args.sweep = (1000 if args.quick else 10000) if args.sweep is None else args.sweep
         args.warm = (5 if args.quick else 10) if args.warm is None else args.warm
         started = time.monotonic()

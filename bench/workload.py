@@ -21,6 +21,8 @@ from controller.api import API_VERSION, KIND
 from controller.devcluster import DevCluster
 
 AGENT = ["python3", "-c", "print('ok')"]
+SLEEPER = ["sleep", "5"]
+"""The second regime's agent: its work costs the machine nothing, so what is left is orchestration."""
 DEFAULT_LATENCY = {"create": 0.09, "*": 0.02}
 DEFAULT_CONCURRENCY = 50
 

@@ -217,15 +217,11 @@ class Sandboxes:
                           cpu=_size(getattr(sandbox, "cpu", None)), memory=_size(getattr(sandbox, "memory", None)),
                           disk=_size(getattr(sandbox, "disk", None)))
 
-    async def ensure(self, spec: SandboxSpec, *, look_first: bool = False) -> tuple[Any, bool]:
+    async def ensure(self, spec: SandboxSpec) -> tuple[Any, bool]:
         """The sandbox called `spec.name`, created unless it exists (never a second one), and
         whether this call created it. Daytona refuses a second sandbox of a name with 409, so
         the create itself is the look-up: a taken name is adopted (a crashed step's create, or
-        a peer's). `look_first` looks it up before creating (where one is expected to exist)."""
-        if look_first:
-            existing = await self.find(spec.name)
-            if existing is not None:
-                return existing, False
+        a peer's)."""
         base: dict[str, Any] = {
             "name": spec.name,
             "labels": dict(spec.labels),

@@ -125,9 +125,8 @@ class Supervisor:
             self.advanced.set()
 
     def _finalized(self) -> bool:
-        meta = self.live.get("metadata") or {} if _rv(self.live) > _rv(self.current) else \
-            self.current.get("metadata") or {}
-        return self.finalizer in (meta.get("finalizers") or ())
+        newest = self.live if _rv(self.live) > _rv(self.current) else self.current
+        return self.finalizer in ((newest.get("metadata") or {}).get("finalizers") or ())
 
     async def _await_finalizer(self, stopped: Any, timeout: float = 5.0) -> None:
         """kopf adds its finalizer in the same cycle that starts this daemon: a first write
@@ -492,11 +491,11 @@ class Supervisor:
             self.path = "warm-pool" if claimed else "cold"
             metrics.WARM_POOL.labels("hit" if claimed else "miss").inc()
         try:
-            sandbox, created = await rt.sandboxes.ensure(spec, look_first=bool(claimed))
+            sandbox, created = await rt.sandboxes.ensure(spec)  # (Daytona serves a warm one from the pool)
         finally:
             if claimed:
                 rt.pools.release(spec.snapshot or "")
-        self.seen, self.created = sandbox, created and not claimed
+        self.seen, self.created = sandbox, created
         self.logger.info("sandbox %s ready", action.name, extra={"sandbox_id": sandbox.id, "attempt": action.attempt})
 
     def _seen(self, name: str) -> Any | None:

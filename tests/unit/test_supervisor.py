@@ -96,7 +96,7 @@ class FakeSandboxes:
         self._maybe_raise("get")
         return self.boxes.get(name)
 
-    async def ensure(self, spec: Any, *, look_first: bool = False) -> tuple[Box, bool]:
+    async def ensure(self, spec: Any) -> tuple[Box, bool]:
         self._maybe_raise("create")
         created = spec.name not in self.boxes
         box = self.boxes.setdefault(spec.name, Box(id=f"id-{spec.name}", name=spec.name, state="started"))
@@ -134,8 +134,8 @@ class FakeSandboxes:
         self.boxes.pop(name, None)
         original = self.ensure
 
-        async def ensure(spec: Any, *, look_first: bool = False) -> tuple[Box, bool]:
-            box, created = await original(spec, look_first=look_first)
+        async def ensure(spec: Any) -> tuple[Box, bool]:
+            box, created = await original(spec)
             box.state = state
             return box, created
 
