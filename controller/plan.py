@@ -15,9 +15,12 @@ returned actions, in that order. Writing first is what makes every step crash-sa
   the intent (`status.intent`: action, attempt, this replica, time). That write is guarded by the
   resourceVersion the decision was computed from, so when two replicas are briefly both active
   only one of them acts; the other sees the intent and waits until it is acted on or expires
-  (`claim_seconds`). Known limit: a start that takes longer than `claim_seconds` (a very slow
-  clone) can be taken over while it is still running; the session look-up right before the
-  agent command is started narrows, but does not close, that window.
+  (`claim_seconds`). An admitted attempt is launched in one step (`launch`: create, then start
+  the agent in the sandbox the create returned), so one CreateSandbox intent covers both, and any
+  fresh intent of another replica for the same attempt fences this one out. Known limit: a start
+  that takes longer than `claim_seconds` (a very slow clone) can be taken over while it is still
+  running; a session look-up right before the agent command is started (done when the step took
+  over half of `claim_seconds`) narrows, but does not close, that window.
 - a recorded sandbox must be missing `missing_confirmations` looks in a row before its attempt
   is lost, and one still pending after `provisioning_timeout_seconds` is lost too.
 
@@ -205,7 +208,7 @@ class Decision:
 
 
 def sandbox_name(uid: str, attempt: int) -> str:
-    """Deterministic Daytona sandbox name of an attempt: look-up-before-create relies on it."""
+    """Deterministic Daytona sandbox name of an attempt: creating it twice adopts the first (409)."""
     return f"at-{uid}-{attempt}"
 
 
