@@ -31,8 +31,8 @@ from . import report
 from .workload import RssSampler, apiserver_metrics, task_body
 
 # The integration harness speeds the operator up for tests; the benchmark runs the defaults.
-_DEFAULTS = ("poll_interval_seconds", "max_poll_interval_seconds", "log_tail_interval_seconds",
-             "retry_base_seconds", "retry_max_seconds")
+_DEFAULTS = ("poll_interval_seconds", "max_poll_interval_seconds", "stream_recheck_seconds",
+             "log_tail_interval_seconds", "retry_base_seconds", "retry_max_seconds")
 APPLY_CONCURRENCY = 16
 
 

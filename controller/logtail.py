@@ -3,7 +3,8 @@
 The tail is what `status.logTail` shows (redacted by the supervisor before it is written).
 Following replays the output from the start, so a restarted operator rebuilds the same tail.
 `exited` is set when the stream ends, which wakes the supervisor as soon as the command exits
-instead of waiting for its next poll.
+instead of waiting for its next poll; `changed` when new output arrived (the supervisor clears
+it when it takes the tail), `interrupted` when an attempt to follow failed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class LogFollower:
         self._task: asyncio.Task[None] | None = None
         self._logger = logger
         self.exited = asyncio.Event()
-        self.failures = 0  # stream attempts in a row that failed
+        self.changed = asyncio.Event()
+        self.interrupted = asyncio.Event()
+        self.failures = 0  # stream attempts that failed
 
     @property
     def streaming(self) -> bool:
@@ -41,6 +44,7 @@ class LogFollower:
 
     def _append(self, chunk: str) -> None:
         self._buffer = (self._buffer + chunk)[-self._limit * 2:]
+        self.changed.set()
 
     def replace(self, output: str) -> None:
         self._buffer = output[-self._limit * 2:]
@@ -64,11 +68,13 @@ class LogFollower:
                 return
             except OperatorError as exc:
                 self.failures += 1
+                self.interrupted.set()
                 self._logger.debug("log stream interrupted: %s", logs.redact(str(exc)))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the SDK raises plain errors on odd closes
                 self.failures += 1
+                self.interrupted.set()
                 self._logger.debug("log stream failed: %s", logs.redact(repr(exc)))
             await asyncio.sleep(_RETRY_SECONDS)
 

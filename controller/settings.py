@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     max_poll_interval_seconds: float = Field(15.0, gt=0)
     """The re-observation interval grows up to this for long runs (the log stream still wakes
     the supervisor as soon as the command exits)."""
+    stream_recheck_seconds: float = Field(120.0, gt=0)
+    """While the agent's log stream is open (its end wakes the supervisor at the exit, its
+    failure at once), the agent's sandbox and session are re-observed from Daytona this often;
+    new output is still written to status.logTail every logTailIntervalSeconds."""
     retry_base_seconds: float = Field(1.0, gt=0)
     """First delay after a transient Daytona/Kubernetes error (doubles each time, with jitter)."""
     retry_max_seconds: float = Field(60.0, gt=0)

@@ -26,6 +26,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +94,8 @@ class Supervisor:
         self.agent_started: tuple[str, dt.datetime] | None = None  # (command id, when) of the command started here
         self.started_now = False  # this step started the agent (its outcome is written in the same step)
         self.running: Any | None = None  # the SDK sandbox the agent was last seen running in
+        self.running_obs: plan.SandboxObs | None = None  # what Daytona said of it then
+        self.observed_at: float | None = None  # (monotonic) when that was
         self.event: tuple[str, str, str] | None = None  # this step's phase-change event, posted at its end
 
     # --------------------------------------------------------------- main loop
@@ -171,9 +174,22 @@ class Supervisor:
         if after.actions or after.status.phase != Phase.RUNNING:  # (not what a start leads to: look again)
             return decision
         await self.write(task, after.status)
-        self.running = self.seen
+        self._seen_running(self.seen, obs.sandbox)
         self._follow(self.seen, sid, command.id)
         return after
+
+    def _seen_running(self, sandbox: Any | None, obs: plan.SandboxObs | None) -> None:
+        self.running, self.running_obs = sandbox, obs
+        self.observed_at = time.monotonic() if sandbox is not None else None
+
+    def _trusted_stream(self, name: str) -> bool:
+        """The agent runs in `name` and its log stream is open and healthy: what Daytona said of
+        it less than `stream_recheck_seconds` ago still holds (the stream ends at the exit)."""
+        follower = self.follower
+        return (self.running is not None and self.running.name == name and self.running_obs is not None
+                and self.observed_at is not None and follower is not None and follower.streaming
+                and not follower.exited.is_set()
+                and time.monotonic() - self.observed_at < self.rt.settings.stream_recheck_seconds)
 
     async def _step(self) -> float | None:
         self.wake.clear()  # this step reads the newest body: a nudge from before it is handled here
@@ -203,6 +219,7 @@ class Supervisor:
         except OperatorWide as exc:
             return await self._operator_wide(exc)
         except AttemptLost as exc:
+            self._seen_running(None, None)  # look the sandbox up again next time
             metrics.RECONCILE_ERRORS.labels("attempt_lost").inc()
             self.logger.warning("the sandbox went away during an action, looking again: %s", logs.redact(str(exc)))
             await self._confirm_created()
@@ -210,6 +227,7 @@ class Supervisor:
         except TaskFault as exc:
             return await self._task_fault(exc)
         except Fatal as exc:
+            self._seen_running(None, None)
             metrics.RECONCILE_ERRORS.labels("fatal").inc()
             delay = self.backoff.next()
             self.logger.error("request refused, retrying in %.1fs: %s", delay, logs.redact(str(exc)))
@@ -217,6 +235,7 @@ class Supervisor:
             return delay
         except (KeyError, ValueError, TypeError, AttributeError, RuntimeError, AssertionError) as exc:
             # a bug or an unexpected response shape: keep supervising with backoff, never crash-loop
+            self._seen_running(None, None)
             metrics.RECONCILE_ERRORS.labels("unexpected").inc()
             delay = self.backoff.next()
             self.logger.exception("unexpected error, retrying in %.1fs: %s", delay, logs.redact(repr(exc)))
@@ -231,14 +250,18 @@ class Supervisor:
 
     def _streaming_wait(self, task: AgentTask, wait: float) -> float:
         """While the agent's log stream is open, its end wakes the supervisor the moment the
-        command exits (and `_sleep` waits on it), so a running task is looked at only as often as
-        its log tail may be written, not at the plan's fast early polls; never past its deadline."""
+        command exits, its failure at once, and new output when the log tail may be written (all
+        in `_sleep`), so Daytona is asked again only every `stream_recheck_seconds`, not at the
+        plan's polls; never past the task's deadline."""
         follower = self.follower
         if (task.status.phase != Phase.RUNNING or follower is None or not follower.streaming
-                or follower.exited.is_set()):
+                or follower.exited.is_set() or self.observed_at is None):
             return wait
         s = self.rt.settings
-        longer = min(max(wait, s.log_tail_interval_seconds), max(s.max_poll_interval_seconds, wait))
+        longer = max(self.observed_at + s.stream_recheck_seconds - time.monotonic(), 0.0)
+        if task.spec.repository.credentials_secret_ref is not None:  # the repository token is renewed on time
+            checked = self.token_checked or self.rt.clock()
+            longer = min(longer, max((checked - self.rt.clock()).total_seconds() + s.token_refresh_seconds, 0.0))
         limit = plan.deadline(task, self.rt.config)
         if limit is not None:
             longer = min(longer, max((limit - self.rt.clock()).total_seconds(), 0.0))
@@ -254,6 +277,7 @@ class Supervisor:
         return 0
 
     async def _transient(self, exc: Retryable) -> float:
+        self._seen_running(None, None)
         metrics.RECONCILE_ERRORS.labels("retryable").inc()
         delay = self.backoff.next(exc.retry_after)
         self.logger.warning("transient error, retrying in %.1fs: %s", delay, logs.redact(str(exc)))
@@ -276,6 +300,7 @@ class Supervisor:
         await self._guarded_write(task, task.status.model_copy(update={"sandbox": box.status()}))
 
     async def _operator_wide(self, exc: OperatorWide) -> float:
+        self._seen_running(None, None)
         metrics.RECONCILE_ERRORS.labels("operator_wide").inc()
         delay = min(self.backoff.next(exc.retry_after), self.rt.settings.retry_max_seconds)
         self.logger.warning("operator-wide problem (%s), the task waits %.1fs: %s", exc.cause, delay,
@@ -327,8 +352,12 @@ class Supervisor:
             return
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stopped.wait()),
                                             asyncio.ensure_future(self.wake.wait())]
-        if self.follower is not None and not self.follower.exited.is_set():
-            waits.append(asyncio.ensure_future(self.follower.exited.wait()))
+        follower = self.follower
+        if follower is not None and not follower.exited.is_set():
+            waits.append(asyncio.ensure_future(follower.exited.wait()))
+            if follower.streaming:
+                waits.append(asyncio.ensure_future(follower.interrupted.wait()))
+                waits.append(asyncio.ensure_future(self._tail_due(follower)))
         task = AgentTask.from_body(self.current)
         phase = task.status.phase
         resuming = phase == Phase.SUSPENDED and not task.spec.suspend  # waits for a slot like a queued task
@@ -341,6 +370,13 @@ class Supervisor:
                 w.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _tail_due(self, follower: LogFollower) -> None:
+        """Returns when the agent printed something new and the log tail may be written again."""
+        await follower.changed.wait()
+        if self.last_log_write is not None:
+            due = self.last_log_write + dt.timedelta(seconds=self.rt.settings.log_tail_interval_seconds)
+            await asyncio.sleep(max((due - self.rt.clock()).total_seconds(), 0.0))
 
     # ------------------------------------------------------------------ observe
 
@@ -379,12 +415,22 @@ class Supervisor:
             sandbox = self.seen = await rt.sandboxes.find(ref) if ref else None
             return plan.Observation(sandbox=rt.sandboxes.observe(sandbox) if sandbox is not None else None)
         name = plan.sandbox_name(task.metadata.uid, attempt)
+        sid = plan.session_id(attempt, status.resumes)
         follower = self.follower
-        if (self.running is not None and self.running.name == name and follower is not None
-                and follower.exited.is_set()):
+        if self._trusted_stream(name):
+            assert follower is not None and self.running_obs is not None
+            follower.changed.clear()
+            started = self.agent_started
+            return plan.Observation(sandbox=self.running_obs, command=plan.CommandObs(follower.command_id, None),
+                                    session_exists=True, log_tail=follower.tail() or None,
+                                    last_log_write=self.last_log_write,
+                                    agent_started=started[1] if started and started[0] == follower.command_id else None)
+        reused = (self.running is not None and self.running.name == name and follower is not None
+                  and follower.exited.is_set())
+        if reused:
             # the agent's log stream ended: its command exited in a sandbox that was running it a
             # moment ago; the exit code and result come from that sandbox (a look-up would only
-            # repeat what the stream said; if it is gone since, the session look-up says so)
+            # repeat what the stream said; if the session is gone, the sandbox is looked up)
             sandbox = self.seen = self.running
         else:
             sandbox = self.seen = await rt.sandboxes.find(name)
@@ -395,14 +441,16 @@ class Supervisor:
         sandbox_obs = rt.sandboxes.observe(sandbox)
         if sandbox_obs.state not in READY_STATES:
             return plan.Observation(sandbox=sandbox_obs)
-        sid = plan.session_id(attempt, status.resumes)
         exists, command = await rt.sandboxes.command(sandbox, sid)
+        if reused and not exists:  # not what an exited command leaves: look at the sandbox itself
+            self._seen_running(None, None)
+            return await self.observe(task)
         self.seen_session = (sid, exists, command)
         result = None
         log_tail: str | None = None
         if command is not None:
             follower = self._follow(sandbox, sid, command.id)
-            self.running = sandbox if command.exit_code is None else None
+            self._seen_running(sandbox if command.exit_code is None else None, sandbox_obs)
             if command.exit_code is not None:
                 await self._final_logs(follower, sandbox, sid, command.id)
                 result = parse_result(await rt.sandboxes.download_json(sandbox, context.result_path(rt.settings)))
@@ -465,6 +513,7 @@ class Supervisor:
             if await rt.kube.delete_task(meta.namespace, meta.name, uid=action.uid):
                 self.logger.info("deleted: ttlSecondsAfterFinished has passed")
         elif isinstance(action, plan.SuspendSandbox):
+            self._seen_running(None, None)
             if self.follower is not None:
                 await self.follower.stop()
             if await rt.sandboxes.suspend(action.name):

@@ -149,6 +149,7 @@ class Operator:
             "AGENTTASK_INSTANCE_ID": self.instance_id,
             "AGENTTASK_POLL_INTERVAL_SECONDS": "0.5",
             "AGENTTASK_MAX_POLL_INTERVAL_SECONDS": "3",
+            "AGENTTASK_STREAM_RECHECK_SECONDS": "5",
             "AGENTTASK_LOG_TAIL_INTERVAL_SECONDS": "2",
             "AGENTTASK_RETRY_BASE_SECONDS": "0.2",
             "AGENTTASK_RETRY_MAX_SECONDS": "3",

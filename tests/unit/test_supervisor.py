@@ -357,16 +357,24 @@ def test_the_first_write_waits_for_kopfs_finalizer_instead_of_racing_it() -> Non
     assert kube.gets == 0 and status(kube).status.phase == "Running"  # no 409, no re-read
 
 
-def test_while_the_log_stream_is_open_a_running_task_is_looked_at_only_for_its_log_tail() -> None:
-    sup, kube, _, _ = make(body())
+def test_while_the_log_stream_is_open_daytona_is_asked_only_every_stream_recheck() -> None:
+    """The stream's end wakes the supervisor at the exit, so a running agent is re-observed from
+    Daytona every stream_recheck_seconds, not at the plan's polls; a step in between (new output
+    for the log tail) makes no Daytona call; a stream that failed brings the plan's polling back."""
+    sup, kube, boxes, _ = make(body())
 
-    async def scenario() -> tuple[float | None, float | None]:
+    async def scenario() -> tuple[float | None, list[str], float]:
         first = await sup.step()  # launched: Running, following the log stream
         await asyncio.sleep(0)  # (the follower's task starts)
+        calls = len(boxes.calls)
+        await sup.step()  # e.g. woken by new output
+        between = boxes.calls[calls:]
         sup.follower.failures = 1  # type: ignore[union-attr]
         broken = sup._streaming_wait(AgentTask.from_body(kube.body), 2.0)
-        return first, broken
+        return first, between, broken
 
-    first, broken = asyncio.run(scenario())
-    assert first == sup.rt.settings.log_tail_interval_seconds  # not the plan's 2 s early poll
-    assert broken == 2.0  # a stream that failed says nothing: the plan's polling again
+    first, between, broken = asyncio.run(scenario())
+    assert first == pytest.approx(sup.rt.settings.stream_recheck_seconds, abs=1)
+    assert between == []  # nothing asked of Daytona
+    assert status(kube).status.phase == "Running"
+    assert broken == 2.0
