@@ -209,12 +209,19 @@ def test_warm_pool_serves_first_tasks_then_falls_back(
             wait_for(lambda: [p for p in server._request("GET", "/api/warm-pools")
                               if p["snapshot"] == "daytona-small" and p["currentSize"] >= 3] or None,
                      timeout=60, what="the warm pool to fill")
-            # refills spend the create latency: make it long so the pool drains
-            server.set_faults({"latency": {"create": 6, "pool_create": 0.01}})
-            for i in range(6):
-                create_task(kubectl, namespace, f"warm-{i}", {"repository": {"url": url},
-                                                              "sandbox": {"snapshot": "daytona-small"},
-                                                              "agent": {"command": agent}})
+            # a refill sleeps the create latency it reads when it starts: the refill the first
+            # claim starts sleeps 600 s, so the pool stays empty for the rest of the test
+            # (a shorter refill let a slow machine serve a fourth task warm)
+            server.set_faults({"latency": {"create": 600, "pool_create": 0.01}})
+            spec = {"repository": {"url": url}, "sandbox": {"snapshot": "daytona-small"},
+                    "agent": {"command": agent}}
+            for i in range(3):
+                create_task(kubectl, namespace, f"warm-{i}", spec)
+            wait_for(lambda: server.stats()["pool_hits"] >= 3 or None, timeout=90,
+                     what="the first three tasks to be served from the pool")
+            server.set_faults({"latency": {"create": 0.8, "pool_create": 0.01}})  # the cold creates
+            for i in range(3, 6):
+                create_task(kubectl, namespace, f"warm-{i}", spec)
             done = [wait_phase(kubectl, namespace, f"warm-{i}", {"Succeeded", "Failed"}, timeout=90) for i in range(6)]
         finally:
             text = op.metrics()
