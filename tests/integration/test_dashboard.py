@@ -126,7 +126,10 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
                                            "agent": {"command": agent_script(tmp_path, "first", CHANGE_AGENT)}})
         wait_phase(kubectl, ns, "first", {"Succeeded", "Failed"}, timeout=180)
         wait_for(lambda: query(base, "agenttask_time_to_running_seconds_count"), timeout=30, what="first series")
-        daytona.set_faults({"rate_limit": {"rate": 0.3, "retry_after": 1, "ops": ["get", "command_get"]}, "seed": 5})
+        # (the operator asks few of them: a get after the create is its own, the rest per task is one
+        # session look-up at the exit, a look at the destroyed sandbox and the create itself)
+        daytona.set_faults({"rate_limit": {"rate": 0.5, "retry_after": 1,
+                                           "ops": ["create", "get", "session_get", "command_get"]}, "seed": 5})
         try:
             create_task(kubectl, ns, "good", {"repository": {"url": url}, "issue": {"number": 1, "title": "d"},
                                               "agent": {"command": agent_script(tmp_path, "good", CHANGE_AGENT)}})
