@@ -20,6 +20,7 @@ never in module globals, so two operators in one process (tests) cannot see each
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -48,6 +49,7 @@ from .runner.pack import build_zipapp
 from .runtime import Runtime
 from .sandboxes import LABEL_INSTANCE, LABEL_UID, Sandboxes
 from .settings import Settings
+from .shards import Held, ShardLeases
 from .statuspage import TaskView, status_routes, task_view
 from .supervisor import Supervisor
 
@@ -86,6 +88,8 @@ class App:
     github: integration.GitHubIntegration | None = None
     liveness: Liveness = field(default_factory=Liveness)
     supervisors: dict[tuple[str, str], Supervisor] = field(default_factory=dict)
+    home_shard: tuple[int, str] | None = None  # sharded mode: (this replica's shard, the Leases' namespace)
+    shards: ShardLeases | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
@@ -149,7 +153,10 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, memo: Any, 
     app = app_of(memo)
     cfg = app.settings
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agenttask.io")
+    # sharded: each replica keeps its own handler progress (a non-owner's retries of the delete
+    # handler must not delay the owner's)
+    prefix = f"shard{app.home_shard[0]}.agenttask.io" if app.home_shard is not None else "agenttask.io"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
     settings.networking.request_timeout = 60
@@ -179,11 +186,19 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, memo: Any, 
                                on_transition=github.on_transition if github else None,
                                refresh_credentials=github.refresh_credentials if github else None)
     views: kopf.Index[tuple[str, str], TaskView] = kwargs["task_views"]
+    leases = app.shards = _shard_leases(cfg, app.home_shard, kube=kube, groups_of=book.groups_of)
+    if leases is not None:
+        shard_loop = asyncio.create_task(leases.run_forever(), name="agenttask-shards")
+        app.background.append(shard_loop)
+        app.liveness.watch("shards", shard_loop)
+        metrics.ADMISSION_LIMIT.set(0)  # the shares of the shards owned, once their Leases are held
     app.cleanups.append(metrics.install(metrics.StateCollector(
-        phases=_phase_counts(views), admitted=lambda: queue.active,
+        phases=_phase_counts(views), admitted=lambda: leases.admitted if leases is not None else queue.active,
         degraded=lambda: [str(c) for c in health.active()], causes=[str(c) for c in Cause],
         all_phases=[p.value for p in Phase])))
-    loop = asyncio.create_task(maintenance.run_forever(rt, priority=priority), name="agenttask-maintenance")
+    loop = asyncio.create_task(maintenance.run_forever(
+        rt, priority=priority, sharded=leases.owns_maintenance if leases is not None else None),
+        name="agenttask-maintenance")
     app.background.append(loop)
     app.liveness.watch("maintenance", loop)
     readiness = app.readiness = Readiness(configured=lambda: app.runtime is not None, namespaces=cfg.namespaces)
@@ -204,9 +219,20 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, memo: Any, 
                 server.url)
 
 
+def _shard_leases(cfg: Settings, home: tuple[int, str] | None, *, kube: Kube,
+                  groups_of: Any) -> ShardLeases | None:
+    if home is None:
+        return None
+    return ShardLeases(kube, shards=cfg.shards, ordinal=home[0], identity=cfg.replica_id, instance_id=cfg.instance_id,
+                       namespace=home[1], lease_seconds=cfg.shard_lease_seconds, limit=cfg.max_active_sandboxes,
+                       per_namespace=cfg.max_active_per_namespace, groups_of=groups_of)
+
+
 @kopf.on.cleanup()
 async def shutdown(memo: Any, **_: Any) -> None:
     app = app_of(memo)
+    if app.shards is not None:
+        await app.shards.release_all()  # daemons are stopped by now: another replica may go on at once
     for task in app.background:
         task.cancel()
     app.background.clear()
@@ -271,8 +297,9 @@ async def quotas(body: kopf.Body, namespace: str | None, name: str, **_: Any) ->
 @kopf.timer(GROUP, VERSION, QUOTA_PLURAL, id="usage", interval=QUOTA_STATUS_SECONDS, initial_delay=1.0)
 async def quota_status(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
     """Write what the capped tasks used (and what is left) into the quota's status, when it changed."""
-    rt = app_of(memo).runtime
-    if rt is None:
+    app = app_of(memo)
+    rt = app.runtime
+    if rt is None or (app.shards is not None and not app.shards.owns_maintenance()):
         return
     quota_ = Quota.from_body(body)
     usage = quota_report(quota_, rt.quotas.uses(), rt.clock())
@@ -291,11 +318,14 @@ async def task_views(body: kopf.Body, namespace: str | None, name: str,
     return {(namespace or "", name): task_view(AgentTask.from_body(body), usage=usage)}
 
 
-def _seed(queue: AdmissionQueue, index: SlotIndex) -> None:
+def _seed(queue: AdmissionQueue, index: SlotIndex, mine: Callable[[str], bool] = lambda _uid: True) -> None:
+    """Rebuild `queue` from the index (`mine`: which tasks' UIDs it admits, in sharded mode)."""
     holding: list[tuple[tuple[str, str], str]] = []
     waiting: list[Waiting] = []
     for key, entries in index.items():
         for holds, item in entries:
+            if item is not None and not mine(item.uid):
+                continue
             if holds:
                 holding.append((key, item.requester if item is not None else ""))
             elif item is not None:
@@ -317,11 +347,34 @@ def _needs_supervision(body: kopf.Body, memo: Any, **_: Any) -> bool:
 async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger, memo: Any,
                     **kwargs: Any) -> None:
     rt = runtime_of(memo)
-    _seed(rt.queue, kwargs["slots"])
+    app = app_of(memo)
+    leases = app.shards
+    if leases is None:
+        await _supervise(app, rt, body, stopped, logger, kwargs["slots"])
+        return
+    # Sharded: every replica runs this daemon for every task (so every replica's kopf keeps the
+    # shared finalizer), but only the shard's owner supervises; the others wait for ownership.
+    shard = leases.shard_of(AgentTask.from_body(body).metadata.uid)
+    while not stopped.is_set():
+        held = await leases.wait_owned(shard, stopped)
+        if held is None:
+            return
+        until = _Either(stopped, held.lost)
+        with leases.supervising(held):
+            await _supervise(app, dataclasses.replace(rt, queue=held.queue), body, until, logger, kwargs["slots"],
+                             mine=lambda uid: leases.shard_of(uid) == shard)
+        if not until.is_set():
+            return  # supervision ended by itself (the task needs no more)
+        if not stopped.is_set():
+            logger.info("shard %d is no longer this replica's: supervision paused", shard)
+
+
+async def _supervise(app: App, rt: Runtime, body: kopf.Body, stopped: Any, logger: Logger, slots: SlotIndex,
+                     mine: Callable[[str], bool] = lambda _uid: True) -> None:
+    _seed(rt.queue, slots, mine)
     task = AgentTask.from_body(body)
     if _holds_slot(task):
         rt.queue.holds((task.metadata.namespace, task.metadata.name), task.spec.audit.requested_by or "")
-    app = app_of(memo)
     key = (task.metadata.namespace, task.metadata.name)
     supervisor = Supervisor(rt, body=body, logger=logger, on_step=app.liveness.beat, finalizer=FINALIZER)
     app.supervisors[key] = supervisor
@@ -336,6 +389,24 @@ async def supervise(body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger
         # task's sandbox seen gone) stops the daemon as soon as its watch event arrives, which can
         # be before the step that wrote it got to release the slot (a slot leaked each time).
         rt.queue.release(key)
+
+
+class _Either:
+    """Set when kopf stops the daemon or the shard is lost (the interface of kopf's `stopped`)."""
+
+    def __init__(self, stopped: kopf.DaemonStopped, lost: asyncio.Event):
+        self.stopped, self.lost = stopped, lost
+
+    def is_set(self) -> bool:
+        return self.stopped.is_set() or self.lost.is_set()
+
+    async def wait(self) -> None:
+        waits = [asyncio.ensure_future(self.stopped.wait()), asyncio.ensure_future(self.lost.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -360,6 +431,14 @@ async def cleanup(body: kopf.Body, namespace: str | None, name: str, logger: Log
     rt = runtime_of(memo)
     task = AgentTask.from_body(body)
     key = (namespace or "", name)
+    leases = app_of(memo).shards
+    held: Held | None = None
+    if leases is not None:
+        shard = leases.shard_of(task.metadata.uid)
+        held = leases.owned(shard)
+        if held is None:  # the owner cleans up; its kopf releases the finalizer (a dead owner's shard is taken over)
+            raise kopf.TemporaryError(f"waiting for the replica of shard {shard} to delete the sandboxes",
+                                      delay=max(leases.lease_seconds / 3, 1))
     try:
         names = {plan.sandbox_name(task.metadata.uid, n) for n in range(1, max(task.status.attempts, 1) + 1)}
         async for sandbox in rt.sandboxes.list_labelled({LABEL_UID: task.metadata.uid,
@@ -373,4 +452,4 @@ async def cleanup(body: kopf.Body, namespace: str | None, name: str, logger: Log
     except OperatorError as exc:
         # operator-wide or refused: the finalizer stays until the sandbox is confirmed gone
         raise kopf.TemporaryError(logs.redact(str(exc)), delay=30) from exc
-    rt.queue.release(key)
+    (held.queue if held is not None else rt.queue).release(key)

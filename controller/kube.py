@@ -34,6 +34,7 @@ class Conflict(Retryable):
 
 
 _BASE = f"/apis/{GROUP}"
+_LEASES = "/apis/coordination.k8s.io"
 # kr8s' httpx client keeps at most 20 idle connections (httpx's default). More requests in
 # flight than that open extra TLS connections that are closed right after their response, so
 # every burst paid new TLS handshakes; at most this many at once keeps every connection reused.
@@ -195,6 +196,22 @@ class Kube:
         except Conflict:
             return False  # a different object of the same name: not ours to delete
         return gone is not None
+
+    # ------------------------------------------------------------------ shard leases
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._request("GET", url=f"leases/{name}", namespace=namespace, version="v1",
+                                   base=_LEASES)
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a Lease; `Conflict` when it exists already (another replica created it first)."""
+        return await self._request("POST", url="leases", namespace=namespace, version="v1", base=_LEASES,
+                                   json_body=body)
+
+    async def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """PUT a Lease read earlier: `Conflict` when it changed since (its resourceVersion is in `body`)."""
+        return await self._request("PUT", url=f"leases/{name}", namespace=namespace, version="v1", base=_LEASES,
+                                   json_body=body)
 
     # ------------------------------------------------------------------ peering
 

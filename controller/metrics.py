@@ -17,8 +17,11 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 _TIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600)
 
-ADMISSION_LIMIT = Gauge("agenttask_admission_limit", "Configured global limit of active sandboxes.",
+ADMISSION_LIMIT = Gauge("agenttask_admission_limit", "Configured global limit of active sandboxes (sharded: the "
+                        "shares of the shards this replica owns).",
                         registry=REGISTRY)
+SHARDS_OWNED = Gauge("agenttask_shards_owned", "Shards this replica owns (sharded mode; 0 when not sharded).",
+                     registry=REGISTRY)
 TASKS_FINISHED = Counter("agenttask_tasks_finished_total", "AgentTasks that reached a terminal phase.",
                          ["phase", "reason"], registry=REGISTRY)
 TASK_DURATION = Histogram("agenttask_task_duration_seconds", "Admission to completion, by result.",

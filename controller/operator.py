@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import warnings
 from typing import Any
 
@@ -40,13 +41,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 async def serve(settings: Settings, *, stop_flag: asyncio.Event | None = None,
                 ready_flag: asyncio.Event | None = None) -> None:
     """Run the operator until `stop_flag` is set (or forever). Handlers come from `handlers`.
-    Raises `peering.PeeringMissing` before starting when peering is on but not installed."""
+    Raises `peering.PeeringMissing` before starting when peering is on but not installed, and
+    `shards.ShardingMisconfigured` when sharded mode cannot tell this replica's shard."""
     import kopf
 
-    from . import handlers, peering
+    from . import handlers, peering, shards
     from .kube import Kube
 
-    if not settings.standalone:
+    home: tuple[int, str] | None = None
+    if settings.shards > 1:
+        home = shards.placement(shards=settings.shards, pod_name=os.environ.get("POD_NAME"),
+                                replica_id=settings.replica_id, lease_namespace=settings.lease_namespace,
+                                pod_namespace=os.environ.get("POD_NAMESPACE"), namespaces=settings.namespaces)
+
+    if settings.peering:
         kube = await Kube.connect()
         warning = await peering.preflight(kube, name=settings.peering_name, namespaces=settings.namespaces)
         if warning:
@@ -55,11 +63,11 @@ async def serve(settings: Settings, *, stop_flag: asyncio.Event | None = None,
     await kopf.operator(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
-        standalone=settings.standalone,
-        peering_name=None if settings.standalone else settings.peering_name,
+        standalone=not settings.peering,
+        peering_name=settings.peering_name if settings.peering else None,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
-        memo=kopf.Memo(app=handlers.App(settings=settings)),
+        memo=kopf.Memo(app=handlers.App(settings=settings, home_shard=home)),
     )
 
 
@@ -70,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported", category=UserWarning)
     logs.configure(level=logging.DEBUG if args.verbose else logging.INFO, json_format=args.log_format == "json")
     from .peering import PeeringMissing
+    from .shards import ShardingMisconfigured
 
     settings = settings_from_args(args)
     try:
         asyncio.run(serve(settings))
-    except PeeringMissing as exc:
+    except (PeeringMissing, ShardingMisconfigured) as exc:
         logging.getLogger("controller.operator").error("not starting: %s", exc)
         return 2
     return 0

@@ -14,7 +14,7 @@ import os
 import socket
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -45,6 +45,15 @@ class Settings(BaseSettings):
                             min_length=1, max_length=253)
     """This replica's name in `status.intent` (default: pod name / pid, stable across a container
     restart). Side effects (create a sandbox, start the agent) are fenced by it."""
+    shards: int = Field(1, ge=1, le=256)
+    """Sharded mode when > 1: that many replicas (a StatefulSet) share the tasks, each supervising
+    the tasks whose UID hashes to a shard it owns; kopf peering is off (docs/sharding.md). A
+    replica's home shard is the number its POD_NAME (else its replica id) ends with, as a
+    StatefulSet names its pods."""
+    shard_lease_seconds: float = Field(15.0, ge=3, le=300)
+    """A shard whose Lease was not renewed for this long is taken over by another replica."""
+    lease_namespace: str | None = None
+    """Namespace of the shards' Leases (default: POD_NAMESPACE, else the first watched namespace)."""
     claim_seconds: float = Field(120.0, ge=5)
     """How long another replica's recorded intent to create a sandbox or start the agent is
     respected before this replica takes the step over (a replica that died mid-step)."""
@@ -184,3 +193,15 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: object) -> object:
         return _csv(value)
+
+    @model_validator(mode="after")
+    def _shardable(self) -> Settings:
+        if self.shards > self.max_active_sandboxes:
+            raise ValueError(f"shards ({self.shards}) must not exceed max_active_sandboxes "
+                             f"({self.max_active_sandboxes}): each shard admits its share of the limit")
+        return self
+
+    @property
+    def peering(self) -> bool:
+        """kopf peering (active/standby) is on: not standalone and not sharded (shards use Leases)."""
+        return not self.standalone and self.shards == 1

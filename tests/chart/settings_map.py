@@ -23,6 +23,9 @@ SPECIAL: dict[str, str | None] = {
     "http_host": None,
     "http_port": "http.port",
     "replica_id": None,  # the pod's name (downward API): stable across container restarts
+    "shards": "sharding.shards",
+    "shard_lease_seconds": "sharding.leaseSeconds",
+    "lease_namespace": None,  # the release's namespace
 }
 
 

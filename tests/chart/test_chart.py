@@ -162,6 +162,29 @@ def test_cluster_mode_with_peering_uses_a_cluster_peering(render: Render) -> Non
     assert not by_kind(docs, "CustomResourceDefinition")
 
 
+def test_sharded_mode_is_a_statefulset_whose_pods_share_the_tasks(render: Render) -> None:
+    docs = render(sets=("sharding.shards=3", "sharding.leaseSeconds=10", "replicaCount=5", "peering.enabled=true"))
+    assert not by_kind(docs, "Deployment")
+    sts = one(docs, "StatefulSet")
+    assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AGENTTASK_SHARDS"]["value"] == "3" and env["AGENTTASK_SHARD_LEASE_SECONDS"]["value"] == "10"
+    assert env["AGENTTASK_STANDALONE"]["value"] == "true"  # no kopf peering: the shards' Leases coordinate
+    assert env["AGENTTASK_LEASE_NAMESPACE"]["value"] == "agenttask-system"
+    assert env["AGENTTASK_REPLICA_ID"]["value"] == "$(POD_NAME)"  # agenttask-operator-<ordinal>: its shard
+    assert not by_kind(docs, "ClusterKopfPeering") and not by_kind(docs, "KopfPeering")
+    assert one(docs, "PodDisruptionBudget")
+    role = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-shards")]
+    assert len(role) == 1 and role[0]["metadata"]["namespace"] == "agenttask-system"
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+            "resourceNames": [f"agenttask-default-shard-{i}" for i in range(3)], "verbs": ["get", "update"]} in (
+        role[0]["rules"])
+    binding = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["name"].endswith("-shards")]
+    assert binding and binding[0]["roleRef"]["name"] == role[0]["metadata"]["name"]
+    # not sharded (the default): no Lease permissions at all
+    assert not [r for r in by_kind(render(), "Role") if r["metadata"]["name"].endswith("-shards")]
+
+
 def test_every_operator_setting_is_a_helm_value(render: Render) -> None:
     """Each Settings field is set by the chart (values-all sets them all), under the documented name."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())

@@ -50,7 +50,17 @@ app.kubernetes.io/part-of: agenttask-operator
 
 {{/* "true" when kopf peering is on: more than one replica, or asked for explicitly. */}}
 {{- define "agenttask.peering" -}}
-{{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) -}}true{{- end -}}
+{{- if and (not (include "agenttask.sharded" .)) (or .Values.peering.enabled (gt (int .Values.replicaCount) 1)) -}}true{{- end -}}
+{{- end -}}
+
+{{/* Sharded mode: a StatefulSet of sharding.shards replicas sharing the tasks (no peering). */}}
+{{- define "agenttask.sharded" -}}
+{{- if gt (int .Values.sharding.shards) 1 -}}true{{- end -}}
+{{- end -}}
+
+{{/* Operator pods: the shards in sharded mode, else replicaCount. */}}
+{{- define "agenttask.replicas" -}}
+{{- if include "agenttask.sharded" . -}}{{ int .Values.sharding.shards }}{{- else -}}{{ int .Values.replicaCount }}{{- end -}}
 {{- end -}}
 
 {{/* The rules every watched scope needs (namespaced Role or the ClusterRole in cluster mode). */}}
