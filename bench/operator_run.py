@@ -11,6 +11,7 @@ module's own requests) and the sandbox server's call counters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ssl
 import time
@@ -105,6 +106,13 @@ async def _watching(cluster: DevCluster, namespace: str, timeout: float = 60) ->
     raise TimeoutError("the operator did not start watching AgentTasks")
 
 
+def _cpu(op: Operator) -> float:
+    """CPU seconds (user + system) the operator process used so far."""
+    assert op.process is not None
+    times = psutil.Process(op.process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def _done(item: dict[str, Any]) -> bool:
     status = item.get("status") or {}
     return status.get("phase") in ("Succeeded", "Failed") and bool((status.get("sandbox") or {}).get("deleted"))
@@ -138,22 +146,42 @@ async def _wait(api: Api, server: SandboxServer, namespace: str, n: int, timeout
     raise TimeoutError(f"{n} tasks did not finish in {timeout:.0f}s")
 
 
+def _sharded_env(namespace: str, shards: int) -> dict[str, str]:
+    return {"AGENTTASK_SHARDS": str(shards), "AGENTTASK_LEASE_NAMESPACE": namespace} if shards > 1 else {}
+
+
+def _owns_a_shard(op: Operator) -> bool:
+    return any(line.startswith("agenttask_shards_owned ") and float(line.split()[1]) >= 1
+               for line in op.metrics().splitlines())
+
+
 async def run(*, cluster: DevCluster, server: SandboxServer, namespace: str, n: int, concurrency: int,
               repo_url: str, log_path: Path, timeout: float, env: dict[str, str] | None = None,
-              spec: dict[str, Any] | None = None,
+              spec: dict[str, Any] | None = None, shards: int = 1,
               before_apply: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
+    """`shards` > 1: that many operator processes in sharded mode share the tasks (and the limit)."""
     api = Api(cluster)
     try:
         await api.create_namespace(namespace)
-        op = Operator(kubeconfig=cluster.kubeconfig, server=server, namespace=namespace, log_path=log_path,
-                      instance_id=f"bench-{namespace}",
-                      env_overrides={**default_env(), "AGENTTASK_MAX_ACTIVE_SANDBOXES": str(concurrency),
-                                     **(env or {})})
-        await asyncio.to_thread(op.start)
-        assert op.process is not None
-        await _watching(cluster, namespace)
+        # sharded: replica ids end in the ordinal (the harness derives them from the log file's name)
+        paths = [log_path] if shards == 1 else [log_path.with_name(f"{log_path.stem}-shard-{i}.log")
+                                                for i in range(shards)]
+        ops = [Operator(kubeconfig=cluster.kubeconfig, server=server, namespace=namespace, log_path=path,
+                        instance_id=f"bench-{namespace}",
+                        env_overrides={**default_env(), "AGENTTASK_MAX_ACTIVE_SANDBOXES": str(concurrency),
+                                       **_sharded_env(namespace, shards), **(env or {})}) for path in paths]
         try:
-            with RssSampler(op.process.pid) as rss:
+            for op in ops:
+                await asyncio.to_thread(op.start)
+            await _watching(cluster, namespace)
+            if shards > 1:
+                deadline = time.monotonic() + 60
+                while not all([await asyncio.to_thread(_owns_a_shard, op) for op in ops]):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the shards' Leases were not all held within 60 s")
+                    await asyncio.sleep(0.2)
+            with contextlib.ExitStack() as stack:
+                samplers = [stack.enter_context(RssSampler(op.process.pid)) for op in ops if op.process is not None]
                 if before_apply is not None:
                     await before_apply()
                 bodies = [task_body(name=f"bench-{i:05d}", namespace=namespace, repo_url=repo_url, **(spec or {}))
@@ -161,15 +189,17 @@ async def run(*, cluster: DevCluster, server: SandboxServer, namespace: str, n: 
                 await asyncio.to_thread(server._request, "POST", "/_admin/reset-stats")
                 before = report.parse_request_totals(await asyncio.to_thread(apiserver_metrics, cluster))
                 api.counts.clear()
+                cpu_before = [_cpu(op) for op in ops]
                 started = time.time()
                 marks = await _apply(api, bodies)
                 items = await _wait(api, server, namespace, n, timeout)
                 wall = time.time() - started
                 after = report.parse_request_totals(await asyncio.to_thread(apiserver_metrics, cluster))
                 stats = await asyncio.to_thread(server.stats)
-                cpu = psutil.Process(op.process.pid).cpu_times()
+                cpu = sum(_cpu(op) - b for op, b in zip(ops, cpu_before, strict=True))
         finally:
-            await asyncio.to_thread(op.stop)
+            for op in ops:
+                await asyncio.to_thread(op.stop)
     finally:
         await api.close()
     first_create = stats["first_create_at"]
@@ -183,8 +213,8 @@ async def run(*, cluster: DevCluster, server: SandboxServer, namespace: str, n: 
     kube = report.counter_delta(before, after)
     own = api.counts
     operator_only = {k: v - own.get(k, 0) for k, v in kube.items() if v - own.get(k, 0)}
-    return {"wall_seconds": wall, "tasks": marks, "rss_peak_bytes": rss.peak,
-            "cpu_seconds": round(cpu.user + cpu.system, 1),
-            "rss_samples": [(round(t - started, 2), b) for t, b in rss.samples if t >= started],
+    return {"wall_seconds": wall, "tasks": marks, "rss_peak_bytes": max(r.peak for r in samplers),
+            "cpu_seconds": round(cpu, 1), "shards": shards,
+            "rss_samples": [(round(t - started, 2), b) for t, b in samplers[0].samples if t >= started],
             "kube_requests": operator_only, "daytona_calls": {k: v for k, v in stats["calls"].items()
                                                               if not k.startswith("admin_")}}

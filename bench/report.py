@@ -225,6 +225,30 @@ def goals_table(results: Mapping[str, Any]) -> str:
     return table(["goal", "target", "measured", ""], rows)
 
 
+def sharded_text(r: Mapping[str, Any]) -> str:
+    return (f"The largest run again (N={r['n']}, the same total limit {r['concurrency']}) with {r['shards']} operator "
+            f"processes in sharded mode (`AGENTTASK_SHARDS={r['shards']}`, [sharding](sharding.md)): each supervises "
+            "the tasks of its shard and admits its share of the limit. CPU is summed over the processes, RSS is "
+            "the largest process's peak. A replica's ceiling is one core: at the CPU-seconds per task measured "
+            "here, that is the tasks per second it can finish at most, whatever the concurrency.")
+
+
+def sharded_table(r: Mapping[str, Any]) -> str:
+    base = r["baseline"]["wall_seconds"]
+    rows = []
+    for label, op, replicas in (("one replica", r["one"], 1), (f"{r['shards']} shards", r["sharded"], r["shards"])):
+        wall, cpu = op["wall_seconds"], op.get("cpu_seconds")
+        per_task = cpu / r["n"] if cpu is not None else None
+        rows.append([label, fmt(wall, " s", 1), fmt(wall / base, "x"), fmt(r["n"] / wall, "/s", 1),
+                     fmt(cpu, " s", 0), fmt(100 * cpu / wall / replicas if cpu is not None else None, " %", 0),
+                     fmt(per_task, " s", 3), fmt(1 / per_task if per_task else None, "/s", 0),
+                     fmt(op.get("rss_peak_mib"), " MiB", 0), fmt(sum(op["kube_requests_per_task"].values()), "", 1),
+                     fmt(sum(op["daytona_calls_per_task"].values()), "", 1)])
+    return table(["run", "wall", "ratio to baseline", "tasks finished", "operator CPU", "CPU per replica (of a core)",
+                  "CPU-s per task", "ceiling of one replica", "peak RSS (one process)", "API requests/task",
+                  "Daytona calls/task"], rows)
+
+
 def breakdown_table(runs: Sequence[Mapping[str, Any]], key: str) -> str:
     """Per-task counts by operation (Daytona) or by verb/resource (Kubernetes), one column per run."""
     columns = [(run["n"], who) for run in runs for who in ("baseline", "operator")
@@ -303,6 +327,9 @@ def render(results: Mapping[str, Any], *, plot: str | None) -> str:
                 "longer competes with the operator for this machine's CPU, so the ratio is orchestration overhead "
                 "alone (the baseline's wall is then mostly the agents' sleep).", "",
                 scale_table(sleepy), "", latency_table(sleepy), ""]
+    shard = results.get("sharded")
+    if shard:
+        out += ["## Sharded: several replicas", "", sharded_text(shard), "", sharded_table(shard), ""]
     many = results.get("running")
     if many:
         out += ["## Many tasks running at once", "", running_text(many), "", running_table(many), ""]

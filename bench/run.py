@@ -153,6 +153,24 @@ async def scale(cluster: DevCluster, tmp: Path, *, n: int, concurrency: int, rep
     return {"n": n, "concurrency": concurrency, "baseline": base, "operator": op}
 
 
+async def sharded(cluster: DevCluster, tmp: Path, *, one: dict[str, Any], shards: int, repo_url: str,
+                  latency: dict[str, float], logs: Path) -> dict[str, Any]:
+    """The largest scale run again with `shards` operator processes in sharded mode (the same
+    total limit, split between them), next to the one-replica run and its baseline."""
+    n, concurrency = one["n"], one["concurrency"]
+    say(f"operator, N={n}, {shards} shards")
+    with niced_server(tmp / f"sb-op-{n}-sharded", latency) as server:
+        raw = await operator_run.run(cluster=cluster, server=server, namespace=f"bench-{n}-sharded", n=n,
+                                     concurrency=concurrency, repo_url=repo_url,
+                                     log_path=logs / f"operator-{n}-sharded.log", timeout=max(600.0, n * 3.0),
+                                     shards=shards)
+        op = _summary(raw, n, await asyncio.to_thread(server.stats))
+    say(f"operator, N={n}, {shards} shards: {op['wall_seconds']:.1f} s "
+        f"({op['wall_seconds'] / one['baseline']['wall_seconds']:.2f}x baseline)")
+    return {"n": n, "concurrency": concurrency, "shards": shards, "baseline": one["baseline"],
+            "one": one["operator"], "sharded": op}
+
+
 def install_crd(cluster: DevCluster) -> None:
     kubectl = [str(cluster.kubectl), f"--kubeconfig={cluster.kubeconfig}"]
     subprocess.run([*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds" / "agenttask.yaml")],
@@ -181,6 +199,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for n in sizes:
                 results["scale"].append(await scale(cluster, tmp, n=n, concurrency=args.concurrency,
                                                     repo_url=repo_url, latency=latency, logs=logs))
+            if args.shards > 1 and results["scale"]:
+                one = max(results["scale"], key=lambda r: r["n"])
+                results["sharded"] = await sharded(cluster, tmp, one=one, shards=args.shards, repo_url=repo_url,
+                                                   latency=latency, logs=logs)
             sleep_sizes = [int(s) for s in args.sleep_sizes.split(",") if s]
             if sleep_sizes:
                 results["parameters"]["sleeper"] = " ".join(SLEEPER)
@@ -235,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="tasks running at once (default 1000; --quick: 50; 0: skip)")
     parser.add_argument("--running-sleep", type=int, default=None,
                         help="how long those agents sleep (default 600 s; --quick: 60 s)")
+    parser.add_argument("--shards", type=int, default=2,
+                        help="operator processes of the sharded run at the largest N (default 2; 1: skip)")
     parser.add_argument("--sweep", type=int, default=None, help="sandboxes in the orphan sweep (0: skip)")
     parser.add_argument("--warm", type=int, default=None, help="tasks per warm-pool/cold run (0: skip)")
     parser.add_argument("--logs", default=None, help="keep the operators' logs in this directory")

@@ -65,3 +65,17 @@ def test_render_has_the_tables_and_the_plot() -> None:
     assert "| 100 | 10.0 s | 15.0 s | 1.50x | 120 MiB | 9 s |" in text
     assert "![time to running](performance-time-to-running.png)" in text
     assert "`PATCH agenttasks/status`" in text and "| x | 1 s | 0.5 s |" in text
+
+
+def test_the_sharded_run_sits_next_to_the_one_replica_run() -> None:
+    def op(wall: float, cpu: float) -> dict[str, object]:
+        return {"wall_seconds": wall, "cpu_seconds": cpu, "rss_peak_mib": 100.0,
+                "kube_requests_per_task": {"PATCH agenttasks/status": 4.0, "POST events": 2.0},
+                "daytona_calls_per_task": {"create": 1.0, "get": 2.0}}
+
+    shard = {"n": 1000, "concurrency": 50, "shards": 2, "baseline": {"wall_seconds": 100.0},
+             "one": op(200.0, 100.0), "sharded": op(125.0, 110.0)}
+    text = report.sharded_table(shard)
+    # wall, ratio, tasks/s, CPU, CPU per replica in % of a core, CPU-s/task, the ceiling that gives
+    assert "| one replica | 200.0 s | 2.00x | 5.0/s | 100 s | 50 % | 0.100 s | 10/s | 100 MiB | 6.0 | 3.0 |" in text
+    assert "| 2 shards | 125.0 s | 1.25x | 8.0/s | 110 s | 44 % | 0.110 s | 9/s |" in text
