@@ -175,8 +175,7 @@ def install_crd(cluster: DevCluster) -> None:
     kubectl = [str(cluster.kubectl), f"--kubeconfig={cluster.kubeconfig}"]
     subprocess.run([*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds" / "agenttask.yaml")],
                    check=True, capture_output=True)
-    subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/agenttasks.agenttask.io"], check=True, capture_output=True)
+    cluster.wait_established("agenttasks.agenttask.io")
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def _run(args: argparse.Namespace, work: Path) -> int:
 
 def _with_cluster(args: argparse.Namespace, work: Path, cluster: DevCluster) -> int:
     _kubectl(cluster, "apply", "--server-side", "-f", str(CRD))
-    _kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s", "crd/agenttasks.agenttask.io")
+    cluster.wait_established("agenttasks.agenttask.io")
     _kubectl(cluster, "create", "namespace", "demo")
     _say("- AgentTask CRD installed, namespace 'demo' created")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTTASK_")}

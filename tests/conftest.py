@@ -68,10 +68,9 @@ def kubectl(controlplane: DevCluster) -> Kubectl:
 
 
 @pytest.fixture(scope="session")
-def crd(kubectl: Kubectl) -> Path:
+def crd(controlplane: DevCluster, kubectl: Kubectl) -> Path:
     kubectl("apply", "--server-side", "-f", str(CRD), "-f", str(QUOTA_CRD))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/agenttasks.agenttask.io",
-            "crd/agenttaskquotas.agenttask.io")
+    controlplane.wait_established("agenttasks.agenttask.io", "agenttaskquotas.agenttask.io")
     return CRD
 
 

@@ -264,6 +264,31 @@ class DevCluster:
             time.sleep(0.1)
         raise ClusterError("namespace 'default' was not created in time")
 
+    def wait_established(self, *crds: str, timeout: float = 60.0) -> None:
+        """Wait until every CRD (by name) is Established, reading its conditions over the API.
+
+        Not `kubectl wait --for=condition=Established`: right after a CRD is created its
+        `status.conditions` can still be null, and kubectl then fails at once ("accessor error:
+        <nil> is of the type <nil>") instead of waiting."""
+        deadline = time.monotonic() + timeout
+        pending = list(crds)
+        while pending:
+            name = pending[0]
+            req = urllib.request.Request(
+                f"{self.server}/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+                headers={"Authorization": f"Bearer {self.admin.token}"})
+            try:
+                with urllib.request.urlopen(req, timeout=5, context=self._ssl()) as resp:
+                    conditions = (json.loads(resp.read()).get("status") or {}).get("conditions") or []
+                if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                    pending.pop(0)
+                    continue
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterError(f"CRD {name} was not Established within {timeout:.0f}s")
+            time.sleep(0.1)
+
     def kubeconfig_for(self, user: TokenUser, path: Path, *, namespace: str = "default") -> Path:
         """Write a kubeconfig that authenticates as `user` (by token)."""
         config = {

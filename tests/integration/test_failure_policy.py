@@ -339,7 +339,7 @@ def test_without_its_peering_object_yet_the_operator_stands_by_until_it_exists(
     creates the peering object (Helm runs hooks once the Deployment is Ready): the replicas must
     start, say so, stand by (and be Ready, like any standby), and begin once the object appears."""
     kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "kopf-peering.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev")
+    controlplane.wait_established("kopfpeerings.kopf.dev")
     _, url = make_repo(tmp_path)
     create_task(kubectl, namespace, "waits", {"repository": {"url": url},
                                               "agent": {"command": agent_script(tmp_path, "a", SLEEPY)}})

@@ -240,7 +240,7 @@ def test_two_replicas_one_active_and_failover(
     controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
 ) -> None:
     kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "kopf-peering.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev")
+    controlplane.wait_established("kopfpeerings.kopf.dev")
     kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "agenttask-operator"}}))
     with sandbox_server(tmp_path / "sb") as server:

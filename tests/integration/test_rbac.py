@@ -182,8 +182,7 @@ def test_cluster_mode_rbac_runs_the_operator_and_nothing_more(
     kubectl("apply", "--server-side", "-f", str(CHART / "crds" / "agenttask.yaml"))
     kubectl("create", "namespace", SYSTEM_NS)
     kubectl("apply", "-f", "-", input=docs_of(docs, "CustomResourceDefinition"))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/agenttasks.agenttask.io",
-            "crd/clusterkopfpeerings.kopf.dev")
+    cluster.wait_established("agenttasks.agenttask.io", "clusterkopfpeerings.kopf.dev")
     kubectl("apply", "-f", "-", input=docs_of(docs, "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                                                  "ClusterKopfPeering"))
     config = service_account_kubeconfig(cluster, kubectl, sa, tmp_path / "sa.kubeconfig")
