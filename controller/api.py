@@ -361,15 +361,38 @@ class AgentTask(_Model):
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> AgentTask:
-        """Parse a raw Kubernetes object (dict or kopf Body) into the typed model."""
-        return cls.model_validate(
+        """Parse a raw Kubernetes object (dict or kopf Body) into the typed model.
+
+        kopf hands one event's body to several handlers (three indexes, the daemon's filter) and
+        the supervisor parses its copy of the task several times a step: the same body object at
+        the same resourceVersion is parsed once and the frozen model shared (`_PARSED`, which
+        holds the body itself, so an id is never reused while cached). A body changed in place
+        (kopf's live body) has a new resourceVersion and is parsed again."""
+        meta = body.get("metadata") or {}
+        version = meta.get("resourceVersion")
+        entry = _PARSED.get(id(body))
+        if entry is not None and entry[0] is body and entry[1] == version and version:
+            return entry[2]
+        task = cls.model_validate(
             {
-                "metadata": dict(body.get("metadata") or {}),
+                "metadata": dict(meta),
                 "spec": dict(body.get("spec") or {}),
                 "status": dict(body.get("status") or {}),
             }
         )
+        if version:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()  # (bounded; a whole clear needs no lock under kopf's threads)
+            _PARSED[id(body)] = (body, version, task)
+        return task
 
     @property
     def key(self) -> str:
         return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+# recently parsed bodies, id(body) -> (body, resourceVersion, AgentTask) (see `AgentTask.from_body`):
+# small, because the handlers of one event run one after the other, and a body may hold a 1 MiB
+# issue body
+_PARSED: dict[int, tuple[Mapping[str, Any], Any, AgentTask]] = {}
+_PARSED_MAX = 64

@@ -57,6 +57,7 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 FINALIZER = "agenttask.io/sandbox-cleanup"
 QUOTA_PLURAL = "agenttaskquotas"
 QUOTA_STATUS_SECONDS = 10.0
+SPEC_CHANGED = "spec_changed"  # the id of the @kopf.on.event handler
 SlotIndex = kopf.Index[tuple[str, str], tuple[bool, Waiting | None]]
 
 
@@ -166,6 +167,11 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, memo: Any, 
     settings.peering.priority = priority
     settings.peering.lifetime = cfg.peering_lifetime_seconds
     settings.execution.max_workers = 4
+    # kopf logs every @kopf.on.event handler's success at INFO: one line per watch event of every
+    # task (most of the log, and its CPU); failures are still logged
+    quiet = logs.DropMessages([f"Handler {SPEC_CHANGED!r} succeeded."])
+    logging.getLogger("kopf.objects").addFilter(quiet)
+    app.cleanups.append(lambda: logging.getLogger("kopf.objects").removeFilter(quiet))
 
     health = Health(outage_after=cfg.daytona_outage_seconds)
     health.on_change(_report_health(_own_pod()))
@@ -409,7 +415,7 @@ class _Either:
                 w.cancel()
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+@kopf.on.event(GROUP, VERSION, PLURAL, id=SPEC_CHANGED)
 async def spec_changed(body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Hand every event's body to the task's supervisor (it keeps the newest), and wake it when
     the spec changed (suspend, cancel, a new deadline) instead of waiting for its next look. The

@@ -87,6 +87,17 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class DropMessages(logging.Filter):
+    """Drops records whose final message is one of `messages` (installed on a logger)."""
+
+    def __init__(self, messages: Iterable[str]):
+        super().__init__()
+        self.messages = frozenset(messages)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.messages
+
+
 # extra fields a log line may carry (anything else, e.g. kopf's settings dump, is left out)
 _EXTRA_FIELDS = frozenset({"namespace", "object_name", "uid", "attempt", "sandbox_id", "command_id", "operation",
                            "delivery_id", "reason"})

@@ -96,6 +96,8 @@ def test_happy_path_pushes_a_branch_and_cleans_up(
     # admitted at once: one write takes it to Provisioning (no separate Pending write)
     assert transitions == ["phase None -> Provisioning", "phase Provisioning -> Running",
                            "phase Running -> Succeeded"]
+    # no line per watch event: kopf's "Handler 'spec_changed' succeeded." is dropped
+    assert "spec_changed" not in operator.logs()
     result = status["result"]
     assert result["outcome"] == "ChangesPushed"
     assert result["branch"] == f"agenttask/12-{task['metadata']['uid'][:8]}"
