@@ -369,7 +369,7 @@ class Actions:
         if rec.state in ("archived", "pending_build"):  # nothing runs: straight to destroyed
             steps = [Step("destroyed", 0.0, self._kill(rec))]
         self._run(rec, steps, "destroyed")
-        for follower in [r for r in self.store.records.values() if r.linked_sandbox_id == rec.id]:
+        for follower in self.store.followers(rec.id):
             if follower.desired != "destroyed" and not (follower.pending and follower.state != "pending_build"):
                 self._delete(follower, "delete")
 

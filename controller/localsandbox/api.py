@@ -30,7 +30,7 @@ from aiohttp import web
 
 from .context import Handler, Route, ctx, int_param, json_body, json_response, toolbox_url
 from .errors import bad_request, not_found
-from .listing import page, parse_list_query
+from .listing import parse_list_query
 from .models import SandboxRecord, parse_create_request, sandbox_dto, sandbox_list_item
 from .validation import (
     resolve_auto_archive,
@@ -63,7 +63,8 @@ async def get(request: web.Request) -> web.StreamResponse:
 async def list_sandboxes(request: web.Request) -> web.StreamResponse:
     c = ctx(request)
     q = parse_list_query(list(request.query.items()))
-    items, next_cursor = page(c.index.view(), q)
+    records = c.index.view()
+    items, next_cursor = c.pages.page(records, q, generation=None if c.index.lagging else c.store.generation)
     url = toolbox_url(request)
     return json_response({"items": [sandbox_list_item(r, url) for r in items], "nextCursor": next_cursor})
 

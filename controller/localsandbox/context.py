@@ -1,6 +1,6 @@
 """Shared per-server state handed to request handlers, and small request helpers.
 
-Does: bundle the store, actions, list index, catalog, fault injector, stats and isolation
+Does: bundle the store, actions, list index and page cache, catalog, fault injector, stats and isolation
 mode of one server in a `ServerContext` stored on the aiohttp application; describe routes (`Route`: method, path,
 operation name, handler); read JSON bodies (400 on malformed JSON); and work out the
 ``toolboxProxyUrl`` to advertise (from the Host the client used, so it is reachable by
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +24,7 @@ from .errors import ApiError, bad_request
 from .faults import FaultInjector
 from .isolation import Isolation
 from .listindex import ListIndex
+from .listing import PageCache
 from .stats import Stats
 from .store import SandboxStore
 
@@ -42,6 +43,7 @@ class ServerContext:
     api_key: str
     actions: Actions
     index: ListIndex
+    pages: PageCache = field(default_factory=PageCache)
 
 
 CONTEXT: web.AppKey[ServerContext] = web.AppKey("localsandbox_context", ServerContext)

@@ -54,6 +54,11 @@ class ListIndex:
         snap.task = None
         return snap
 
+    @property
+    def lagging(self) -> bool:
+        """Whether the last `view` was the lagging copy (it changes by itself as time passes)."""
+        return self._lagging
+
     def view(self) -> Iterable[SandboxRecord]:
         """The records the list sees now."""
         if not self._lagging:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -176,6 +177,9 @@ def parse_list_query(items: Sequence[tuple[str, str]]) -> ListQuery:
     )
 
 
+_SORT_ATTRS = {"name": "name", "cpu": "cpu", "memoryGib": "memory", "diskGib": "disk", "createdAt": "created_at"}
+
+
 def sort_key(rec: SandboxRecord, field: str) -> Any:
     """The value `rec` is ordered by for sort `field` (ties broken by creation sequence)."""
     if field == "name":
@@ -225,19 +229,78 @@ def matches(rec: SandboxRecord, q: ListQuery) -> bool:
     return True
 
 
-def page(records: Iterable[SandboxRecord], q: ListQuery) -> tuple[list[SandboxRecord], str | None]:
-    """The records of the page `q` asks for, and the cursor of the next page (None at the end)."""
-    keyed = [((sort_key(r, q.sort), r.seq), r) for r in records if matches(r, q)]
-    keyed.sort(key=lambda kr: kr[0], reverse=q.descending)
-    if q.cursor is not None:
-        cursor = (q.cursor[0], q.cursor[1])
+def _keyed(records: Iterable[SandboxRecord], field: str) -> list[tuple[Any, int, SandboxRecord]]:
+    """(sort value, sequence, record) of every record (`sort_key` inlined: this runs for every
+    sandbox). Records never compare: (sort value, sequence) is unique."""
+    if field == "lastActivityAt":
+        return [(r.last_activity_at or r.created_at, r.seq, r) for r in records]
+    attr = _SORT_ATTRS.get(field, "created_at")
+    return [(getattr(r, attr), r.seq, r) for r in records]
+
+
+@dataclass
+class Ordered:
+    """The records matching one query (cursor and limit aside) in ascending (sort value,
+    sequence) order, as of store `generation`; `page` cuts any page of the query out of it."""
+
+    query: ListQuery
+    generation: int | None
+    keys: list[tuple[Any, int]]
+    records: list[SandboxRecord]
+
+    @classmethod
+    def of(cls, records: Iterable[SandboxRecord], q: ListQuery, generation: int | None = None) -> Ordered:
+        keyed = sorted(k for k in _keyed(records, q.sort) if matches(k[2], q))
+        return cls(_unpaged(q), generation, [(v, seq) for v, seq, _ in keyed], [r for _, _, r in keyed])
+
+    def page(self, q: ListQuery) -> tuple[list[SandboxRecord], str | None]:
+        """The records of the page `q` asks for, and the cursor of the next page (None at the end)."""
+        keys, limit = self.keys, q.limit
         try:
-            keyed = [kr for kr in keyed if (kr[0] < cursor if q.descending else kr[0] > cursor)]
+            if q.descending:
+                end = len(keys) if q.cursor is None else bisect.bisect_left(keys, tuple(q.cursor))
+                window = self.records[max(0, end - limit - 1):end][::-1]
+                window_keys = keys[max(0, end - limit - 1):end][::-1]
+            else:
+                start = 0 if q.cursor is None else bisect.bisect_right(keys, tuple(q.cursor))
+                window, window_keys = self.records[start:start + limit + 1], keys[start:start + limit + 1]
         except TypeError as exc:  # a cursor from another sort order
             raise bad_request("cursor does not match the sort order") from exc
-    chunk = keyed[: q.limit]
-    next_cursor = None
-    if len(keyed) > q.limit and chunk:
-        (key, seq), _ = chunk[-1]
-        next_cursor = encode_cursor(key, seq)
-    return [r for _, r in chunk], next_cursor
+        next_cursor = encode_cursor(*window_keys[limit - 1]) if len(window) > limit and limit else None
+        return window[:limit], next_cursor
+
+
+def _unpaged(q: ListQuery) -> ListQuery:
+    return replace(q, cursor=None, limit=DEFAULT_LIMIT)
+
+
+def page(records: Iterable[SandboxRecord], q: ListQuery) -> tuple[list[SandboxRecord], str | None]:
+    """The records of the page `q` asks for, and the cursor of the next page (None at the end)."""
+    return Ordered.of(records, q).page(q)
+
+
+class PageCache:
+    """The ordered matches of the last few list queries, reused for their next pages while the
+    store has not changed since (`generation`: the store counts every change a list can show).
+
+    Paging through N sandboxes in pages of L then costs one ordering of the matches and
+    O(log N + L) a page, instead of a pass over all N records for every page. With generation
+    None (a lagging list index, whose view changes by itself) nothing is cached. Does not: copy
+    records (a page shows each record as it is when the page is served, as without the cache)."""
+
+    SIZE = 4
+
+    def __init__(self) -> None:
+        self._entries: list[Ordered] = []
+
+    def page(self, records: Iterable[SandboxRecord], q: ListQuery, *,
+             generation: int | None) -> tuple[list[SandboxRecord], str | None]:
+        if generation is None:
+            return page(records, q)
+        base = _unpaged(q)
+        entry = next((e for e in self._entries if e.generation == generation and e.query == base), None)
+        if entry is None:
+            entry = Ordered.of(records, q, generation)
+            current = [e for e in self._entries if e.generation == generation]
+            self._entries = [entry, *current[: self.SIZE - 1]]
+        return entry.page(q)

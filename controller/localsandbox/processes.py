@@ -6,7 +6,9 @@ capped combined output; keep the sandbox's `SessionShell`s; and signal everythin
 sandbox stops (SIGTERM, then SIGKILL) or is destroyed (SIGKILL): every process group it started
 and every other process still carrying the sandbox's ``DAYTONA_SANDBOX_ID`` in its environment
 (a command that started its own session, as the runner does for the agent, left the groups the
-server knows and outlived its sandbox; on Daytona the container takes everything with it). A
+server knows and outlived its sandbox; on Daytona the container takes everything with it) — that
+scan reads every process's environment, so it is skipped for a sandbox that never launched
+anything (`launched`: only a launch context carries the marker). A
 one-shot command counts as
 finished when its main process exits; output still written afterwards by background children
 that kept the pipes open is read for `PIPE_GRACE` seconds more. Exit codes of commands killed
@@ -69,6 +71,7 @@ class SandboxProcesses:
     def __init__(self, log_dir: str, sandbox_id: str | None = None) -> None:
         self.log_dir = log_dir
         self._marker = f"DAYTONA_SANDBOX_ID={sandbox_id}".encode() + b"\0" if sandbox_id else None
+        self.launched = False  # set by `SandboxStore.launch_context`: a process may carry the marker
         self.sessions: dict[str, SessionShell] = {}
         self.commands: dict[str, CommandRecord] = {}
         self.groups: set[int] = set()
@@ -184,7 +187,7 @@ class SandboxProcesses:
         for pgid in list(self.groups):
             if not signal_group(pgid, sig):
                 self.groups.discard(pgid)
-        if self._marker is not None:
+        if self._marker is not None and self.launched:
             for pid in processes_with(self._marker):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)

@@ -41,6 +41,10 @@ from .stats import Stats
 # "sandbox.desired-state.updated", "sandbox.updated" (labels, intervals, network), "sandbox.gone"
 SERVER_DIR = "/.localsandbox"  # where a namespaced sandbox sees its server-side directory
 TIMER_COALESCE = 0.02  # seconds; automatic actions are minutes apart, a scan costs O(sandboxes)
+# the pause before a scan is also at least this many times the last scan's duration: with many
+# sandboxes changing at once (thousands deleted by a sweep) the scans take at most a tenth of
+# the server's time instead of most of it; a due action waits at most that pause longer
+TIMER_BACKOFF = 10
 Listener = Callable[[str, SandboxRecord, str | None, str | None], None]
 AutoAction = Callable[[SandboxRecord, str], Awaitable[None]]
 
@@ -79,7 +83,11 @@ class SandboxStore:
         self.listeners: list[Listener] = []
         self.auto_action: AutoAction | None = None
         self._names: dict[str, str] = {}
+        self._followers: dict[str, set[str]] = {}  # linked sandbox id -> ids of the sandboxes linked to it
         self._seq = 0
+        # bumped by every change a list can show (records, states, names, labels, activity):
+        # `listing.PageCache` reuses an ordering only while it stands still
+        self.generation = 0
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._in_flight: set[str] = set()
@@ -104,6 +112,11 @@ class SandboxStore:
             raise not_found(f"Sandbox with ID or name {id_or_name} not found")
         return rec
 
+    def followers(self, owner_id: str) -> list[SandboxRecord]:
+        """The sandboxes linked to `owner_id` (created with it as their linked sandbox)."""
+        found = [self.records[i] for i in self._followers.get(owner_id, ()) if i in self.records]
+        return sorted(found, key=lambda r: r.seq)  # in creation order
+
     def name_taken(self, name: str) -> bool:
         """Whether a live sandbox carries `name`."""
         return name in self._names
@@ -117,7 +130,12 @@ class SandboxStore:
         return rec, self.procs[rec.id]
 
     def launch_context(self, rec: SandboxRecord, cwd: str, env: dict[str, str] | None = None) -> LaunchContext:
-        """What `isolation.build_launch` needs to run a command in `rec` at in-sandbox `cwd`."""
+        """What `isolation.build_launch` needs to run a command in `rec` at in-sandbox `cwd`
+        (every launch goes through here: from now on the sandbox's processes are looked for by
+        their environment too when it stops or goes, see `SandboxProcesses.kill_all`)."""
+        procs = self.procs.get(rec.id)
+        if procs is not None:
+            procs.launched = True
         return LaunchContext(
             sandbox_id=rec.id,
             root=sandbox_dir(self.root, rec.id),
@@ -151,11 +169,13 @@ class SandboxStore:
     # changes ---------------------------------------------------------------------------
 
     def _emit(self, event: str, rec: SandboxRecord, old: str | None = None, new: str | None = None) -> None:
+        self.generation += 1
         for listener in self.listeners:
             listener(event, rec, old, new)
 
     def touch(self, rec: SandboxRecord) -> None:
         """Record activity (it postpones auto-stop, auto-archive and auto-delete)."""
+        self.generation += 1
         rec.last_activity_at = time.time()
         rec.activity_mono = time.monotonic()
 
@@ -165,6 +185,8 @@ class SandboxStore:
         rec.seq = self._seq
         self.records[rec.id] = rec
         self._names[rec.name] = rec.id
+        if rec.linked_sandbox_id:
+            self._followers.setdefault(rec.linked_sandbox_id, set()).add(rec.id)
         self.procs[rec.id] = SandboxProcesses(log_dir(self.root, rec.id), rec.id)
         self.stats.sandbox_created(rec.name)
         self._emit("sandbox.created", rec)
@@ -173,6 +195,7 @@ class SandboxStore:
     def set_state(self, rec: SandboxRecord, new: str, error_reason: str | None = None) -> None:
         """Move `rec` to state `new` (keeping Daytona's pending invariant)."""
         old = rec.state
+        self.generation += 1
         if error_reason is not None:
             rec.error_reason = error_reason
         rec.state = new
@@ -186,6 +209,7 @@ class SandboxStore:
     def set_desired(self, rec: SandboxRecord, desired: str) -> None:
         """Set the desired state (a lifecycle request was accepted); pending follows."""
         old = rec.desired
+        self.generation += 1
         rec.desired = desired
         rec.pending = pending_for(rec.state, desired, True)
         rec.updated_at = time.time()
@@ -207,6 +231,7 @@ class SandboxStore:
         """Daytona's soft delete: desired ``destroyed``, renamed ``DESTROYED_<name>_<ms>``."""
         if self._names.get(rec.name) == rec.id:
             del self._names[rec.name]
+        self.generation += 1
         rec.name = f"DESTROYED_{rec.name}_{int(time.time() * 1000)}"
         self.set_desired(rec, "destroyed")
 
@@ -219,6 +244,7 @@ class SandboxStore:
         del self.records[rec.id]
         if self._names.get(rec.name) == rec.id:
             del self._names[rec.name]
+        self._followers.get(rec.linked_sandbox_id or "", set()).discard(rec.id)
         self.stats.sandbox_gone(reason)
         self._emit("sandbox.gone", rec)
         self.spawn(procs.close())
@@ -277,12 +303,15 @@ class SandboxStore:
     async def _lifecycle(self) -> None:
         # ends on `_closing` rather than on cancellation: Python 3.11's wait_for can swallow a
         # cancel that arrives just as the event it waits for is set
+        scan = 0.0
         while not self._closing:
             self._wake.clear()
             # coalesce bursts of changes: one scan of every sandbox per TIMER_COALESCE seconds at most
-            await asyncio.sleep(TIMER_COALESCE)
+            await asyncio.sleep(max(TIMER_COALESCE, TIMER_BACKOFF * scan))
+            started = time.monotonic()
             candidates = (r for r in self.records.values() if r.id not in self._in_flight)
-            due, next_at = collect_due(candidates, time.monotonic(), self.minute_seconds)
+            due, next_at = collect_due(candidates, started, self.minute_seconds)
+            scan = time.monotonic() - started
             for item in due:
                 rec = self.records.get(item.sandbox_id)
                 if rec is None:

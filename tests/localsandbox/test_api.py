@@ -150,6 +150,27 @@ async def test_list_filters_and_cursor_pages(server: LocalSandboxServer, daytona
     assert status == 400
 
 
+async def test_a_change_between_two_pages_shows_on_the_next_page(server: LocalSandboxServer,
+                                                                  daytona: AsyncDaytona) -> None:
+    """The list reuses its ordering between pages (listing.PageCache) only while nothing changed."""
+    labels = {"test": "pages", "run": uuid.uuid4().hex[:8]}
+    made = [await daytona.create(CreateSandboxFromSnapshotParams(name=name("pg"), labels=labels)) for _ in range(6)]
+
+    async def page(cursor: str | None) -> tuple[list[str], str | None]:
+        params = {"labels": json.dumps(labels), "limit": "3", **({"cursor": cursor} if cursor else {})}
+        status, body, _ = await raw(server, "GET", "/api/sandbox", params=params)
+        assert status == 200
+        return [item["id"] for item in body["items"]], body["nextCursor"]
+
+    first, cursor = await page(None)  # by lastActivityAt, newest first: the last three created
+    assert first == [s.id for s in reversed(made[3:])]
+    await made[0].stop()  # its activity is now the newest: it moves before the cursor
+    status, _, _ = await raw(server, "PUT", f"/api/sandbox/{made[1].id}/labels", json={"labels": {"other": "x"}})
+    assert status == 200
+    second, cursor = await page(cursor)
+    assert (second, cursor) == ([made[2].id], None)
+
+
 async def test_state_changes_labels_and_toolbox_gate(server: LocalSandboxServer, daytona: AsyncDaytona) -> None:
     sandbox = await daytona.create(CreateSandboxFromSnapshotParams(name=name("st"), labels={"a": "1"}))
     new = await sandbox.set_labels({"b": "2"})

@@ -28,7 +28,7 @@ from controller.localsandbox.gitops import parse_status
 from controller.localsandbox.isolation import Isolation, LaunchContext, build_launch, choose_isolation
 from controller.localsandbox.lifecycle import collect_due, next_action
 from controller.localsandbox.listindex import ListIndex
-from controller.localsandbox.listing import page, parse_list_query
+from controller.localsandbox.listing import PageCache, page, parse_list_query
 from controller.localsandbox.logstore import STDERR, STDOUT, LogWriter, read_records, read_snapshot
 from controller.localsandbox.models import SandboxRecord, parse_create_request, sandbox_dto, sandbox_list_item
 from controller.localsandbox.paths import PathError, virtual_path
@@ -159,6 +159,33 @@ def test_cursor_pages_survive_deletions_between_pages() -> None:
     only_v, _ = page(records.values(), parse_list_query([("labels", '{"k": "v"}')]))
     assert all(r.labels["k"] == "v" for r in only_v)
     assert [r.seq for r in only_v] == [7, 3, 1]  # odd ones, minus the deleted 5 and 9
+
+
+def test_the_page_cache_pages_as_the_list_does_and_sees_every_change_of_generation() -> None:
+    records = {i: record(i, last_activity_at=1_700_000_100.0 + (i * 7) % 10) for i in range(10)}
+    cache = PageCache()
+    for sort, order in (("lastActivityAt", "desc"), ("createdAt", "asc"), ("name", "desc")):
+        base = [("limit", "3"), ("sort", sort), ("order", order), ("labels", '{"k": "v"}')]
+        cursor: str | None = None
+        while True:
+            q = parse_list_query([*base, *([("cursor", cursor)] if cursor else [])])
+            cached, next_cursor = cache.page(records.values(), q, generation=1)
+            assert (cached, next_cursor) == page(records.values(), q)
+            if next_cursor is None:
+                break
+            cursor = next_cursor
+    q = parse_list_query([("limit", "4"), ("sort", "createdAt")])
+    first, cursor = cache.page(records.values(), q, generation=2)
+    assert [r.seq for r in first] == [9, 8, 7, 6]
+    records[4].labels = {"k": "moved"}  # the store bumps its generation with every change
+    del records[3]
+    rest = [("limit", "4"), ("sort", "createdAt"), ("cursor", cursor or "")]
+    w_only, _ = cache.page(records.values(), parse_list_query([*rest, ("labels", '{"k": "w"}')]), generation=3)
+    assert [r.seq for r in w_only] == [2, 0]  # 4 no longer matches, 3 is gone
+    every, _ = cache.page(records.values(), parse_list_query(rest), generation=3)
+    assert [r.seq for r in every] == [5, 4, 2, 1]
+    with pytest.raises(ApiError, match="cursor does not match"):
+        cache.page(records.values(), parse_list_query([("sort", "name"), ("cursor", cursor or "")]), generation=3)
 
 
 # paths, logs, git, isolation, models ---------------------------------------------------------
