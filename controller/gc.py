@@ -6,6 +6,10 @@ pages) FIRST and the AgentTasks SECOND — a sandbox is only ever created for a 
 exists, so a task missing from the second list really is gone. Sandboxes younger than the grace
 period are left alone anyway.
 
+Memory stays bounded by what the rule needs: the sandbox listing is metadata only
+(`Sandboxes.list_metadata`: id, name, labels, state and creation time of each, no SDK sandbox
+objects), and the tasks are read `TASK_PAGE_SIZE` at a time keeping only a `TaskInfo` of each.
+
 Destructive steps act only on confirmed information:
 - if any listing fails or is partial (an error on any page, a 404 for the task list), the sweep
   aborts before deciding anything (`agenttask_gc_runs_total{outcome="aborted"}` and a log line);
@@ -13,7 +17,9 @@ Destructive steps act only on confirmed information:
   orphaned (the first sweep only records it as a suspect); suspects live in memory, so a restart
   merely delays a deletion by one sweep;
 - `dry_run` logs and counts what would be deleted and deletes nothing.
-Confirmed orphans are deleted a few at a time (`DELETE_CONCURRENCY`).
+Confirmed orphans are deleted by id from the listing (no lookup first), `delete_concurrency` at
+a time (setting `gc_delete_concurrency`); a delete that fails is logged and the orphan is judged
+again by the next sweeps.
 
 Never touched: sandboxes of another installation, sandboxes without our labels, sandboxes of
 namespaces this operator does not watch. Deleting is idempotent (404 = already gone), so two
@@ -33,21 +39,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import metrics
+from .daytona_rest import ListedSandbox
 from .errors import OperatorError
 from .kube import Kube
 from .sandboxes import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_NAMESPACE, LABEL_UID, Sandboxes
 
 log = logging.getLogger(__name__)
-# Deletes in flight at once: one after the other, 1000 orphans were 1000 sequential round trips
-# of a get and a delete; a few at a time stays far below Daytona's rate limits.
-DELETE_CONCURRENCY = 8
-
-
-@dataclass(frozen=True)
-class SandboxInfo:
-    name: str
-    labels: Mapping[str, str]
-    created_at: dt.datetime | None
+# AgentTasks per list request: a task may carry an issue body of up to 1 MiB, so a page of 500
+# could be hundreds of MiB of JSON at once; 100 bounds that at about 100 MiB in the worst case
+# and costs a few more round trips (one per 100 tasks) in the usual one.
+TASK_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class SweepReport:
 
 
 def select_orphans(
-    sandboxes: Iterable[SandboxInfo],
+    sandboxes: Iterable[ListedSandbox],
     tasks: Mapping[str, TaskInfo],
     *,
     instance_id: str,
@@ -108,16 +109,6 @@ def _task_info(body: Mapping[str, Any]) -> TaskInfo:
                     finished_and_cleaned=finished)
 
 
-def _parse_time(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 def confirm(doomed: Mapping[str, str], suspects: Mapping[str, dt.datetime], *, now: dt.datetime,
             grace: dt.timedelta) -> tuple[dict[str, str], dict[str, dt.datetime]]:
     """(confirmed orphans to delete now, the suspects to remember). An orphan is confirmed when a
@@ -132,40 +123,33 @@ class Sweeper:
     """The orphan sweep of one operator process (it remembers the suspects between sweeps)."""
 
     def __init__(self, *, sandboxes: Sandboxes, kube: Kube, instance_id: str, namespaces: list[str],
-                 grace_seconds: float, dry_run: bool = False):
+                 grace_seconds: float, delete_concurrency: int, dry_run: bool = False):
         self.sandboxes, self.kube = sandboxes, kube
         self.instance_id, self.namespaces = instance_id, namespaces
         self.grace = dt.timedelta(seconds=grace_seconds)
         self.dry_run = dry_run
+        self.delete_concurrency = max(1, delete_concurrency)
         self.suspects: dict[str, dt.datetime] = {}
 
-    async def _listings(self) -> tuple[list[SandboxInfo], dict[str, TaskInfo], dict[str, Any]]:
-        """(the sandboxes, the tasks by uid, the listed SDK sandboxes of the previous sweep's
-        suspects). Memory stays bounded: of each sandbox only its name, labels and creation time
-        are kept, of each task only `TaskInfo` (one page of bodies at a time); the SDK objects
-        kept are those of the suspects, the only sandboxes this sweep can delete, so that their
-        delete needs no second lookup."""
-        found: list[SandboxInfo] = []
-        handles: dict[str, Any] = {}
-        async for box in self.sandboxes.list_labelled({LABEL_INSTANCE: self.instance_id}):
-            found.append(SandboxInfo(name=box.name, labels=dict(box.labels or {}),
-                                     created_at=_parse_time(box.created_at)))  # fmt: skip
-            if box.name in self.suspects:
-                handles[box.name] = box
+    async def _listings(self) -> tuple[list[ListedSandbox], dict[str, TaskInfo]]:
+        """(the sandboxes, the tasks by uid), sandboxes first. Of each sandbox only its listed
+        metadata is kept, of each task only `TaskInfo` (one page of bodies at a time). Raises the
+        first listing error; never returns a partial listing."""
+        found = [box async for box in self.sandboxes.list_metadata({LABEL_INSTANCE: self.instance_id})]
         tasks: dict[str, TaskInfo] = {}
         scopes: list[str | None] = list(self.namespaces) if self.namespaces else [None]  # None: all namespaces
         for ns in scopes:
-            async for page in self.kube.task_pages(ns):
+            async for page in self.kube.task_pages(ns, limit=TASK_PAGE_SIZE):
                 for body in page:
                     info = _task_info(body)
                     tasks[info.uid] = info
-        return found, tasks, handles
+        return found, tasks
 
     async def sweep(self, *, now: dt.datetime) -> SweepReport:
         """One sweep; raises the listing's error when a listing fails (nothing is deleted then)."""
         report = SweepReport()
         try:
-            found, tasks, handles = await self._listings()
+            found, tasks = await self._listings()
         except OperatorError as exc:
             metrics.GC_RUNS.labels("aborted").inc()
             log.warning("gc: sweep aborted, nothing deleted: a listing failed: %s", exc)
@@ -183,20 +167,26 @@ class Sweeper:
                 log.info("gc (dry run): would delete sandbox %s (%s)", name, reason)
             metrics.GC_RUNS.labels("dry_run").inc()
             return report
-        gate = asyncio.Semaphore(DELETE_CONCURRENCY)
+        boxes = {box.name: box for box in found if box.name in confirmed}
+        await self._delete_all([(boxes[name], reason) for name, reason in sorted(confirmed.items())], report)
+        metrics.GC_RUNS.labels("ok").inc()
+        return report
 
-        async def delete(name: str, reason: str) -> None:
+    async def _delete_all(self, doomed: list[tuple[ListedSandbox, str]], report: SweepReport) -> None:
+        """Delete `doomed` (sandbox, reason), `delete_concurrency` at a time, recording each outcome
+        in `report`. A failed delete is logged, not raised: the others go on."""
+        gate = asyncio.Semaphore(self.delete_concurrency)
+
+        async def delete(box: ListedSandbox, reason: str) -> None:
             async with gate:
                 try:
-                    if await self.sandboxes.delete_if_exists(handles.get(name, name)):
-                        report.deleted[name] = reason
+                    if await self.sandboxes.delete_by_id(box.id, state=box.state):
+                        report.deleted[box.name] = reason
                         metrics.GC_DELETIONS.labels(reason).inc()
-                        log.info("gc: deleted sandbox %s (%s)", name, reason)
+                        log.info("gc: deleted sandbox %s (%s)", box.name, reason)
                     else:
                         report.already_gone += 1
                 except OperatorError as exc:
-                    log.warning("gc: could not delete %s now: %s", name, exc)
+                    log.warning("gc: could not delete %s now: %s", box.name, exc)
 
-        await asyncio.gather(*(delete(name, reason) for name, reason in sorted(confirmed.items())))
-        metrics.GC_RUNS.labels("ok").inc()
-        return report
+        await asyncio.gather(*(delete(box, reason) for box, reason in doomed))

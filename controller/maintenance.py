@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 def sweeper(rt: Runtime) -> gc.Sweeper:
     s = rt.settings
     return gc.Sweeper(sandboxes=rt.sandboxes, kube=rt.kube, instance_id=s.instance_id, namespaces=s.namespaces,
-                      grace_seconds=s.gc_grace_seconds, dry_run=s.gc_dry_run)
+                      grace_seconds=s.gc_grace_seconds, delete_concurrency=s.gc_delete_concurrency,
+                      dry_run=s.gc_dry_run)
 
 
 async def one_round(rt: Runtime, sweep: gc.Sweeper, *, priority: int,

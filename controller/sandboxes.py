@@ -8,6 +8,8 @@ Every Daytona call of the operator goes through `Sandboxes`, which
   operator-wide -> `errors.OperatorWide`; the sandbox gone under an action -> `AttemptLost`;
   the task's own fault -> `TaskFault`; anything else -> `Fatal`;
 - retries idempotent calls in place with the one retry policy (`retry.py`);
+- lists and deletes many sandboxes without an `AsyncSandbox` each (`list_metadata`,
+  `delete_by_id`, through the SDK's generated REST client: `daytona_rest.py`);
 - reports every outcome to `health.Health` (operator-wide causes, outage detection), counts every
   request by operation and outcome, and times sandbox creation (metrics.py).
 
@@ -16,9 +18,9 @@ It does not decide anything: the plan says what to do, this module only does it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import logging
 import time
@@ -41,6 +43,8 @@ from daytona import (
 from daytona.common.errors import DaytonaConnectionError, DaytonaTimeoutError
 
 from . import failures, logs, metrics, retry
+from .daytona_rest import ListedSandbox, list_page, parse_time, rest, sandbox_api
+from .daytona_rest import delete as rest_delete
 from .errors import AttemptLost, Fatal, OperatorError, OperatorWide, Retryable, TaskFault
 from .failures import Kind
 from .health import Health
@@ -105,16 +109,6 @@ def translate(operation: str, exc: BaseException, *, now: float | None = None) -
     if verdict.kind == Kind.TASK:
         return TaskFault(text, reason=verdict.reason or "SandboxRejected", status=status)
     return _Outcome(text, kind=verdict.kind, status=status)
-
-
-def _timestamp(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _size(value: Any) -> int | None:
@@ -213,7 +207,7 @@ class Sandboxes:
         state = getattr(sandbox.state, "value", sandbox.state)
         return SandboxObs(id=sandbox.id, name=sandbox.name, state=str(state or "unknown"),
                           error_reason=getattr(sandbox, "error_reason", None),
-                          created_at=_timestamp(getattr(sandbox, "created_at", None)),
+                          created_at=parse_time(getattr(sandbox, "created_at", None)),
                           cpu=_size(getattr(sandbox, "cpu", None)), memory=_size(getattr(sandbox, "memory", None)),
                           disk=_size(getattr(sandbox, "disk", None)))
 
@@ -267,6 +261,24 @@ class Sandboxes:
         await self._call("delete", lambda: self._client.delete(sandbox, timeout=self._timeout), missing_ok=True)
         return True
 
+    async def delete_by_id(self, sandbox_id: str, *, state: str | None = None) -> bool:
+        """Delete the sandbox with id `sandbox_id` (one REST call, no `AsyncSandbox` needed: what
+        `list_metadata` found); True if this call asked Daytona to delete it. `state` is what the
+        listing said of it: a sandbox already destroying or destroyed is left to Daytona and no
+        request is made. 404 is success (already gone: False). Retried in place like every
+        idempotent call. Does not look the sandbox up first, nor wait for it to be destroyed."""
+        if state in ("destroying", "destroyed"):
+            return False
+        api = sandbox_api(self._client)
+        answer = await self._call("delete", lambda: rest(rest_delete(api, sandbox_id, timeout=self._rest_timeout)),
+                                  missing_ok=True)
+        return answer is not None  # None: 404
+
+    @property
+    def _rest_timeout(self) -> float | None:
+        """`_request_timeout` of a generated-client call: a positive float, or None (no timeout)."""
+        return float(self._timeout) if self._timeout > 0 else None
+
     async def keep(self, name: str, *, delete_after_minutes: int) -> bool:
         """Stop a sandbox kept for debugging, and let Daytona delete it `delete_after_minutes`
         after the stop if the operator is gone by then (its auto-delete counts from the stop).
@@ -317,8 +329,10 @@ class Sandboxes:
             log.info("daytona %s not applied: %s", operation, exc)
 
     async def list_labelled(self, labels: Mapping[str, str]) -> AsyncIterator[Any]:
-        """Every sandbox carrying all `labels` (follows the cursor through all pages). Any error
-        ends the iteration with that error: a caller never mistakes a partial list for a full one."""
+        """Every sandbox carrying all `labels`, as `AsyncSandbox` objects (follows the cursor through
+        all pages). Any error ends the iteration with that error: a caller never mistakes a
+        partial list for a full one. For a task's few sandboxes; listings of many use
+        `list_metadata` (an `AsyncSandbox` per item is heavy)."""
         query = ListSandboxesQuery(labels=dict(labels), limit=200)
         try:
             async for sandbox in self._client.list(query, request_timeout=self._timeout):
@@ -329,6 +343,40 @@ class Sandboxes:
             raise error from exc
         metrics.DAYTONA_REQUESTS.labels("list", "ok").inc()
         self.health.daytona_ok(operation="list")
+
+    async def list_metadata(self, labels: Mapping[str, str], *, page_size: int = 200) -> AsyncIterator[ListedSandbox]:
+        """Every sandbox carrying all `labels`, as metadata only (`ListedSandbox`), following the
+        cursor through all pages of `page_size` (Daytona's maximum is 200).
+
+        Each page is one `list` request (`daytona_rest.list_page`), counted and reported to
+        `health` like every call and retried in place on transient errors (the cursor names the
+        page, so a retried page is the same page); the next page is asked for as soon as a page's
+        cursor is known, while the caller reads that page. An error that outlasts the retries, on
+        any page, ends the iteration with that error: a caller never mistakes a partial list for a
+        full one. Does not build an `AsyncSandbox` or an SDK model per item (`list_labelled`
+        does), hold more than two pages at a time, or list Daytona's unclaimed warm-pool sandboxes."""
+        api = sandbox_api(self._client)
+        query = json.dumps(dict(labels), sort_keys=True)
+        ahead: asyncio.Future[tuple[list[ListedSandbox], str | None] | None] | None = asyncio.ensure_future(
+            self._call("list", self._page_of(api, query, None, page_size)))
+        try:
+            while ahead is not None:
+                page = await ahead
+                assert page is not None
+                boxes, cursor = page
+                ahead = asyncio.ensure_future(self._call("list", self._page_of(api, query, cursor, page_size))
+                                              ) if cursor else None
+                for box in boxes:
+                    yield box
+        finally:
+            if ahead is not None:  # the caller stopped early: drop the page asked for, and its error
+                ahead.cancel()
+                ahead.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _page_of(self, api: Any, labels: str, cursor: str | None, limit: int
+                 ) -> Callable[[], Awaitable[tuple[list[ListedSandbox], str | None]]]:
+        """A fresh request for one page at each call (`retry_call` makes it again on a retry)."""
+        return lambda: rest(list_page(api, labels=labels, cursor=cursor, limit=limit, timeout=self._rest_timeout))
 
     # ------------------------------------------------------------------ commands
 

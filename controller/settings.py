@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     deleted as an orphan only when two sweeps at least this far apart both found it orphaned."""
     gc_dry_run: bool = False
     """Log (and count) what the orphan sweep would delete, delete nothing."""
+    gc_delete_concurrency: int = Field(32, ge=1, le=256)
+    """Deletes the orphan sweep has in flight at once (one request each, retried on 429 after
+    the delay Daytona asks for). Lower it when the sweep's deletes crowd out the operator's other
+    calls under a tight Daytona rate limit."""
 
     warm_pools: dict[str, int] = Field(default_factory=dict)
     """Warm pools to maintain, snapshot -> size, as JSON (e.g. `{"agenttask-agent-slim": 3}`).

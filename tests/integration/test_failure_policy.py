@@ -22,8 +22,9 @@ from daytona import AsyncDaytona, CreateSandboxFromSnapshotParams, DaytonaConfig
 
 from controller import gc
 from controller.devcluster import DevCluster
-from controller.errors import OperatorError
+from controller.errors import OperatorError, Retryable
 from controller.kube import Kube
+from controller.retry import RetryPolicy
 from controller.sandboxes import Sandboxes
 from tests.fakes.kubeproxy import KubeProxy
 
@@ -233,7 +234,7 @@ def test_a_task_listing_that_fails_deletes_nothing(
             kube = await Kube.connect(str(kubeconfig))
             boxes = Sandboxes.connect(api_url=server.api_url, api_key=server.api_key)
             sweeper = gc.Sweeper(sandboxes=boxes, kube=kube, instance_id=instance, namespaces=[namespace],
-                                 grace_seconds=0)
+                                 grace_seconds=0, delete_concurrency=4)
             results: list[gc.SweepReport | OperatorError] = []
             try:
                 for _ in range(rounds):
@@ -256,6 +257,40 @@ def test_a_task_listing_that_fails_deletes_nothing(
         first, second = asyncio.run(sweeps(2))
         assert isinstance(first, gc.SweepReport) and first.deleted == {} and len(first.suspected) == 3
         assert isinstance(second, gc.SweepReport) and sorted(second.deleted) == [f"orphan-{i}" for i in range(3)]
+
+
+def test_a_daytona_listing_that_fails_deletes_nothing(
+    controlplane: DevCluster, crd: Path, namespace: str, server: SandboxServer
+) -> None:
+    instance = f"gc-{namespace}"
+    asyncio.run(_create_orphans(server, instance, namespace, 3))
+
+    async def sweeps(rounds: int) -> list[gc.SweepReport | OperatorError]:
+        kube = await Kube.connect(str(controlplane.kubeconfig))
+        boxes = Sandboxes.connect(api_url=server.api_url, api_key=server.api_key, policy=RetryPolicy(attempts=2))
+        sweeper = gc.Sweeper(sandboxes=boxes, kube=kube, instance_id=instance, namespaces=[namespace],
+                             grace_seconds=0, delete_concurrency=4)
+        results: list[gc.SweepReport | OperatorError] = []
+        try:
+            for _ in range(rounds):
+                try:
+                    results.append(await sweeper.sweep(now=dt.datetime.now(dt.UTC)))
+                except OperatorError as exc:
+                    results.append(exc)
+        finally:
+            await boxes.close()
+        return results
+
+    first = asyncio.run(sweeps(1))  # the orphans become suspects
+    server.set_faults({"errors": {"list": {"rate": 1.0, "status": 503}}})
+    try:
+        failed = asyncio.run(sweeps(2))
+    finally:
+        server.set_faults({})
+    assert isinstance(first[0], gc.SweepReport) and len(first[0].suspected) == 3
+    assert all(isinstance(r, Retryable) and r.status == 503 for r in failed), failed
+    assert all(server.get(f"orphan-{i}") is not None for i in range(3))
+    assert server.stats()["calls"].get("delete", 0) == 0
 
 
 def test_two_replicas_active_at_once_start_each_task_once(

@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 from daytona import AsyncDaytona, CreateSandboxFromSnapshotParams, DaytonaConfig
 
 from controller import gc
@@ -93,7 +94,7 @@ def test_orphan_sweep_deletes_only_our_orphans(
             boxes = Sandboxes.connect(api_url=server.api_url, api_key=server.api_key)
             try:
                 sweepers = [gc.Sweeper(sandboxes=boxes, kube=kube, instance_id=instance, namespaces=[namespace],
-                                       grace_seconds=0) for _ in range(2)]
+                                       grace_seconds=0, delete_concurrency=4) for _ in range(2)]
                 now = dt.datetime.now(dt.UTC)
                 first = list(await asyncio.gather(*(s.sweep(now=now) for s in sweepers)))
                 second = list(await asyncio.gather(*(s.sweep(now=now) for s in sweepers)))
@@ -108,6 +109,61 @@ def test_orphan_sweep_deletes_only_our_orphans(
         assert sorted(set(deleted)) == [f"orphan-again-{i}" for i in range(3)]
         assert server.stats()["sandboxes_deleted"] - before == 3
         assert server.get("other-install") is not None
+
+
+def test_a_sweep_over_many_pages_deletes_only_orphans_by_id_without_lookups(
+    controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """More sandboxes than one list page holds: the sweep reads every page (metadata only), keeps
+    every sandbox of an existing task, deletes the orphans by id (no lookup) once two sweeps agree."""
+    with sandbox_server(tmp_path / "sb") as server:
+        instance = f"pages-{namespace}"
+        uids = []
+        for name in ("kept-a", "kept-b"):  # never supervised here: only their existence counts
+            create_task(kubectl, namespace, name, {"repository": {"url": "https://example.invalid/r.git"}})
+            task = get_task(kubectl, namespace, name)
+            assert task is not None
+            uids.append(task["metadata"]["uid"])
+
+        def labels(uid: str, instance: str = instance) -> dict[str, str]:
+            return {"agenttask.io/instance": instance, "agenttask.io/namespace": namespace,
+                    "agenttask.io/task-uid": uid, "agenttask.io/attempt": "1"}
+
+        owned = [(f"owned-{i:03d}", labels(uids[i % 2])) for i in range(420)]
+        orphans = [(f"orphan-{i:02d}", labels(str(uuid.uuid4()))) for i in range(25)]
+        strangers = [(f"stranger-{i}", labels(str(uuid.uuid4()), "someone-else")) for i in range(5)]
+        asyncio.run(_create_many(server, owned + orphans + strangers))
+        before = server.stats()["calls"]
+
+        async def two_sweeps() -> tuple[gc.SweepReport, gc.SweepReport]:
+            kube = await Kube.connect(str(controlplane.kubeconfig))
+            boxes = Sandboxes.connect(api_url=server.api_url, api_key=server.api_key)
+            try:
+                sweeper = gc.Sweeper(sandboxes=boxes, kube=kube, instance_id=instance, namespaces=[namespace],
+                                     grace_seconds=0, delete_concurrency=8)
+                now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+                return await sweeper.sweep(now=now), await sweeper.sweep(now=now)
+            finally:
+                await boxes.close()
+
+        first, second = asyncio.run(two_sweeps())
+        calls = {op: n - before.get(op, 0) for op, n in server.stats()["calls"].items()}
+        assert (first.seen, first.deleted, len(first.suspected)) == (445, {}, 25)
+        assert second.deleted == {name: "orphaned" for name, _ in orphans}
+        assert all(server.get(name) is not None for name, _ in owned + strangers)
+        assert all(server.get(name) is None for name, _ in orphans)
+        assert (calls.get("list"), calls.get("get", 0), calls.get("delete")) == (6, 0, 25)  # 3 pages a sweep
+
+
+async def _create_many(server: SandboxServer, specs: list[tuple[str, dict[str, str]]]) -> None:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {server.api_key}"}) as http:
+        gate = asyncio.Semaphore(16)
+
+        async def one(name: str, labels: dict[str, str]) -> None:
+            async with gate, http.post(f"{server.api_url}/sandbox", json={"name": name, "labels": labels}) as resp:
+                assert resp.status < 300, await resp.text()
+
+        await asyncio.gather(*(one(name, labels) for name, labels in specs))
 
 
 def test_ttl_deletes_finished_tasks_and_retention_deletes_kept_sandboxes(
