@@ -250,6 +250,7 @@ async def shutdown(memo: Any, **_: Any) -> None:
         app.readiness = None
     if app.runtime is not None:
         await app.runtime.sandboxes.close()
+        await app.runtime.kube.close()
         app.runtime = None
     if app.github is not None:
         await app.github.close()

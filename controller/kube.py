@@ -2,8 +2,12 @@
 
 kopf watches AgentTasks and runs the supervisors; this adapter reads Secrets, reads and
 patches AgentTask status with optimistic concurrency, and creates/deletes AgentTasks (webhook,
-TTL). It uses kr8s for configuration (kubeconfig or in-cluster service account), TLS and auth,
-and maps HTTP outcomes to the operator's errors itself: 409 -> `Conflict`, 404 -> `None` (for a
+TTL). kr8s reads the configuration (kubeconfig with its exec plugins, or the in-cluster service
+account: server, TLS and credentials); the requests go over one aiohttp session (`_Transport`),
+the HTTP client kopf and the Daytona SDK use too: kr8s' own httpx client spent about three times
+the CPU per request (its TLS runs through anyio's memory-BIO streams), and every status write is
+one. A 401 reloads the credentials once (a rotated service-account token) before it counts.
+HTTP outcomes map to the operator's errors here: 409 -> `Conflict`, 404 -> `None` (for a
 single object; a failed list always raises), 401/403 -> `OperatorWide` (the operator's own
 credentials or RBAC: no task's fault), 429/5xx/timeouts -> `Retryable`, other 4xx -> `Fatal`.
 
@@ -19,8 +23,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
-import kr8s
+import aiohttp
 import kr8s.asyncio
 
 from . import logs, retry
@@ -35,19 +38,59 @@ class Conflict(Retryable):
 
 _BASE = f"/apis/{GROUP}"
 _LEASES = "/apis/coordination.k8s.io"
-# kr8s' httpx client keeps at most 20 idle connections (httpx's default). More requests in
-# flight than that open extra TLS connections that are closed right after their response, so
-# every burst paid new TLS handshakes; at most this many at once keeps every connection reused.
-# Fewer than 20: httpcore checks every pooled connection for every request it assigns, and
-# 8 connections already carry ~1000 requests/s to a local apiserver.
+# Requests in flight at once, and so TLS connections kept open to the apiserver: 8 already carry
+# ~1000 requests/s to a local apiserver, and a burst never opens a new connection per request.
 MAX_IN_FLIGHT = 8
+REQUEST_TIMEOUT_SECONDS = 60.0
+
+
+class _Transport:
+    """One aiohttp session to the apiserver, built from kr8s' view of the configuration (server,
+    TLS context, bearer token, SNI name, proxy). Created in the running loop on first use;
+    `refresh` rebuilds it from freshly loaded credentials."""
+
+    def __init__(self, auth: Any):
+        self._auth = auth
+        self._session: aiohttp.ClientSession | None = None
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            ssl_context = await self._auth.ssl_context()
+            headers = {"User-Agent": "agenttask-operator"}
+            if self._auth.token:
+                headers["Authorization"] = f"Bearer {self._auth.token}"
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=ssl_context, limit=MAX_IN_FLIGHT),
+                headers=headers, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS))
+        return self._session
+
+    def request_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self._auth.tls_server_name:
+            options["server_hostname"] = self._auth.tls_server_name
+        if self._auth.proxy:
+            options["proxy"] = self._auth.proxy
+        return options
+
+    def url(self, path: str) -> str:
+        return str(self._auth.server).rstrip("/") + path
+
+    async def refresh(self) -> None:
+        await self._auth.reauthenticate()
+        await self.close()
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
 
 
 class Kube:
-    """A thin async client bound to one kr8s API connection."""
+    """A thin async client of one apiserver (configuration read by kr8s, requests by aiohttp)."""
 
     def __init__(self, api: Any, *, health: Health | None = None):
         self._api = api
+        self._transport = _Transport(api.auth)
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.health = health or Health()
 
@@ -63,26 +106,45 @@ class Kube:
         await api.auth
         return cls(api, health=health)
 
+    async def close(self) -> None:
+        await self._transport.close()
+
+    @staticmethod
+    def _path(*, url: str, namespace: str | None, version: str, base: str) -> str:
+        if not base:
+            base = "/api" if version == "v1" else "/apis"
+        parts = [base, version]
+        if namespace:
+            parts += ["namespaces", namespace]
+        parts.append(url)
+        return "/".join(parts)
+
+    async def _send(self, method: str, path: str, *, data: str | None, headers: Mapping[str, str] | None,
+                    params: Mapping[str, str] | None) -> tuple[int, str, dict[str, str]]:
+        """(status, body text, headers) of one request; a 401 reloads the credentials and tries once more."""
+        for attempt in (1, 2):
+            session = await self._transport.session()
+            async with session.request(method, self._transport.url(path), data=data, headers=headers,
+                                       params=params, **self._transport.request_options()) as resp:
+                status, text, resp_headers = resp.status, await resp.text(), dict(resp.headers)
+            if status != 401 or attempt == 2:
+                break
+            await self._transport.refresh()
+        return status, text, resp_headers
+
     async def _request(
         self, method: str, *, url: str, namespace: str | None = None, version: str = "v1",
         base: str = "", json_body: Any = None, params: Mapping[str, str] | None = None,
         content_type: str | None = None,
     ) -> dict[str, Any] | None:
-        kwargs: dict[str, Any] = {}
-        if json_body is not None:
-            kwargs["content"] = json.dumps(json_body)
-            kwargs["headers"] = {"Content-Type": content_type or "application/json"}
-        if params:
-            kwargs["params"] = dict(params)
-        what = f"{method} {base or '/api'}/{version}/{'namespaces/' + namespace + '/' if namespace else ''}{url}"
+        data = json.dumps(json_body) if json_body is not None else None
+        headers = {"Content-Type": content_type or "application/json"} if json_body is not None else None
+        path = self._path(url=url, namespace=namespace, version=version, base=base)
+        what = f"{method} {path}"
         try:
-            async with self._in_flight, self._api.call_api(
-                    method, version=version, base=base, namespace=namespace, url=url, raise_for_status=False,
-                    **kwargs) as resp:
-                status = resp.status_code
-                text = resp.text
-                resp_headers = dict(resp.headers)
-        except (httpx.TransportError, kr8s.APITimeoutError) as exc:
+            async with self._in_flight:
+                status, text, resp_headers = await self._send(method, path, data=data, headers=headers, params=params)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise Retryable(f"{what}: {type(exc).__name__}") from None
         if status < 300:
             body: dict[str, Any] = json.loads(text) if text else {}

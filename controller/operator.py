@@ -56,7 +56,10 @@ async def serve(settings: Settings, *, stop_flag: asyncio.Event | None = None,
 
     if settings.peering:
         kube = await Kube.connect()
-        warning = await peering.preflight(kube, name=settings.peering_name, namespaces=settings.namespaces)
+        try:
+            warning = await peering.preflight(kube, name=settings.peering_name, namespaces=settings.namespaces)
+        finally:
+            await kube.close()
         if warning:
             logging.getLogger("controller.operator").warning("%s", warning)
 

@@ -1,5 +1,6 @@
-"""The Kubernetes calls only the GitHub flow makes, on the real apiserver: the App-mode token
-Secret (server-side apply, create then update) and the progress-comment annotation."""
+"""The operator's own Kubernetes client (`controller.kube`) on the real apiserver: the calls only
+the GitHub flow makes (the App-mode token Secret, server-side apply, create then update; the
+progress-comment annotation) and what a 401 does."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import base64
 import json
 from pathlib import Path
 
+import pytest
+
 from controller.devcluster import DevCluster
+from controller.errors import Cause, OperatorWide
 from controller.kube import Kube
+from tests.fakes.kubeproxy import KubeProxy
 
 from ..conftest import Kubectl
 
@@ -33,3 +38,23 @@ async def test_apply_secret_and_annotate_task(controlplane: DevCluster, crd: Pat
     assert patched is not None
     assert patched["metadata"]["annotations"]["agenttask.io/github-comment-id"] == "1001"
     assert await kube.annotate_task(namespace, "missing", {"a": "b"}) is None
+    await kube.close()
+
+
+async def test_a_401_reloads_the_credentials_once_and_a_lasting_one_is_operator_wide(
+        controlplane: DevCluster, crd: Path, kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:
+    kubectl("create", "secret", "generic", "creds", "-n", namespace, "--from-literal=token=s3cr3t-value")
+    with KubeProxy(controlplane) as proxy:
+        kube = await Kube.connect(str(proxy.kubeconfig(tmp_path / "proxied.kubeconfig")))
+        try:
+            secret = rf"/api/v1/namespaces/{namespace}/secrets/creds$"
+            proxy.fault("GET", secret, status=401, times=1)  # a rotated token: once, then accepted again
+            assert await kube.read_secret_key(namespace, "creds", "token") == "s3cr3t-value"
+            assert [status for method, path, status in proxy.requests if path.endswith("/creds")] == [401, 200]
+            proxy.fault("GET", secret, status=401)  # revoked: the operator's own credentials, no task's fault
+            with pytest.raises(OperatorWide) as refused:
+                await kube.read_secret_key(namespace, "creds", "token")
+            assert refused.value.cause == Cause.KUBERNETES_FORBIDDEN
+            assert "s3cr3t" not in str(refused.value)
+        finally:
+            await kube.close()
