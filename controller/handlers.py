@@ -181,7 +181,7 @@ async def configure(settings: kopf.OperatorSettings, logger: Logger, memo: Any, 
         api_key=cfg.daytona_api_key.get_secret_value() if cfg.daytona_api_key else None,
         target=cfg.daytona_target, request_timeout=cfg.daytona_request_timeout_seconds,
         policy=RetryPolicy(base=min(cfg.retry_base_seconds, 1.0), cap=8.0, attempts=cfg.daytona_retries + 1),
-        health=health)
+        health=health, streams=cfg.max_active_sandboxes)
     book = QuotaBook(kwargs["quotas"], kwargs["task_uses"])
     queue = AdmissionQueue(limit=cfg.max_active_sandboxes, per_namespace=cfg.max_active_per_namespace,
                            groups_of=book.groups_of)

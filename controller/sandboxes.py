@@ -124,6 +124,9 @@ class _Outcome(Fatal):
         self.kind = kind
 
 
+# Pooled connections to Daytona beside the log streams (see `Sandboxes.connect`)
+REQUEST_CONNECTIONS = 100
+
 # operations that must not be repeated blindly: the supervisor re-observes and adopts instead
 NOT_RETRIED = frozenset({"create", "session_create", "session_exec", "git_clone", "logs_follow"})
 
@@ -141,9 +144,15 @@ class Sandboxes:
     @classmethod
     def connect(cls, *, api_url: str | None, api_key: str | None, target: str | None = None,
                 request_timeout: float = 30.0, policy: retry.RetryPolicy | None = None,
-                health: Health | None = None) -> Sandboxes:
+                health: Health | None = None, streams: int = 0) -> Sandboxes:
+        """`streams`: how many log streams may be open at once (one per running agent). Each holds
+        one of the SDK's pooled connections for as long as its agent runs, so the pool is that many
+        plus `REQUEST_CONNECTIONS` for every other call: with the SDK's default of 250, the 251st
+        running agent's stream, and then every create and get, waited for a connection that only
+        an agent's exit would free."""
         logs.register_secret(api_key)
-        config = DaytonaConfig(api_url=api_url, api_key=api_key, target=target)
+        config = DaytonaConfig(api_url=api_url, api_key=api_key, target=target,
+                               connection_pool_maxsize=max(streams, 0) + REQUEST_CONNECTIONS)
         return cls(AsyncDaytona(config), request_timeout=request_timeout, policy=policy, health=health)
 
     async def close(self) -> None:
