@@ -97,6 +97,10 @@ def _print(text: str) -> None:
     sys.stdout.flush()
 
 
+def _warn(text: str) -> None:
+    sys.stderr.write(text)
+
+
 async def _connect(args: argparse.Namespace) -> Client:
     return await Client.connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
 
@@ -146,7 +150,7 @@ async def _logs(args: argparse.Namespace) -> int:
     follower: DaytonaFollower | StatusTailFollower
     if credentials is not None and args.source != "status":
         follower = DaytonaFollower(client, args.name, _print, api_url=credentials[0], api_key=credentials[1],
-                                   target=credentials[2])
+                                   target=credentials[2], warn=_warn)
     else:
         follower = StatusTailFollower(client, args.name, _print)
     result = await follower.run(obj, follow=args.follow)

@@ -104,9 +104,11 @@ class DaytonaFollower:
     """Streams the agent command's output from Daytona with the official SDK."""
 
     def __init__(self, client: Client, name: str, write: Write, *, api_url: str | None, api_key: str,
-                 target: str | None):
+                 target: str | None, warn: Write | None = None):
         self._client, self._name, self._write = client, name, write
+        self._warn = warn or (lambda _text: None)
         self._config = (api_url, api_key, target)
+        self._stream_error: str | None = None  # why the last attempt to stream failed (redacted)
         logs.register_secret(api_key)
 
     async def run(self, obj: dict[str, Any], *, follow: bool) -> Phase | None:
@@ -146,10 +148,21 @@ class DaytonaFollower:
                     continue
             if not any(printed.values()) and (outcome(obj) is not None or not follow):
                 # nothing to stream from Daytona (not started yet without -f, or the sandbox is gone)
+                self._warn_tail_only(obj)
                 return await StatusTailFollower(self._client, self._name, self._write).run(obj, follow=follow)
             if outcome(obj) is not None:
                 return outcome(obj)
             obj = await self._next(obj)
+
+    def _warn_tail_only(self, obj: dict[str, Any]) -> None:
+        """Say so when only the status tail will be shown of an agent that ran: it is the last few
+        KiB of the output, not all of it (and why Daytona could not be read, if it failed)."""
+        agent = (obj.get("status") or {}).get("agent") or {}
+        if not agent.get("commandId"):
+            return
+        why = f"streaming from Daytona failed: {self._stream_error}" if self._stream_error else \
+            "its sandbox is gone"
+        self._warn(f"warning: {why}; showing status.logTail, only the end of the agent's output\n")
 
     async def _sandbox(self, daytona: Any, ref: str | None) -> Any:
         from daytona import DaytonaError, DaytonaNotFoundError
@@ -193,10 +206,12 @@ class DaytonaFollower:
         except DaytonaError as exc:
             if not follow:
                 raise PluginError(f"Daytona: {logs.redact(str(exc))}") from exc
+            self._stream_error = logs.redact(str(exc))[:300]
             return False  # interrupted (e.g. the sandbox was stopped by a suspension): the caller looks again
-        except (OSError, ValueError, RuntimeError):  # the SDK raises plain errors on odd websocket closes
+        except (OSError, ValueError, RuntimeError) as exc:  # the SDK raises plain errors on odd websocket closes
             if not follow:
                 raise
+            self._stream_error = logs.redact(f"{type(exc).__name__}: {exc}")[:300]
             return False
         return True
 

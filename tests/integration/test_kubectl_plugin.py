@@ -266,6 +266,12 @@ def test_logs_follow_from_daytona_streams_everything_and_exits_with_the_outcome(
     code, out, err = finish(failing)
     assert code == 3, (code, out, err)
     assert "agent: last words" in out
+    # once the sandbox is gone only the status tail is left, and the plugin says that it is only the end
+    wait_for(lambda: ((get_task(kubectl, ns, "burst") or {}).get("status", {}).get("sandbox") or {}).get("deleted"),
+             timeout=30, what="the burst sandbox's deletion recorded")
+    done = run_plugin(controlplane, "logs", "burst", "-n", ns, "--source=daytona", **creds)
+    assert done.returncode == 0 and "burst line 0999" in done.stdout and "burst line 0000" not in done.stdout
+    assert "sandbox is gone; showing status.logTail, only the end of the agent's output" in done.stderr, done.stderr
     # a wrong key is a clear Daytona error, not a traceback
     done = run_plugin(controlplane, "logs", "burst", "-n", ns, "--source=daytona", DAYTONA_API_URL=daytona.api_url,
                       DAYTONA_API_KEY="wrong-key-0000")
