@@ -340,10 +340,12 @@ def render(results: Mapping[str, Any], *, plot: str | None) -> str:
                 f"`controller.gc.Sweeper` in-process over {sweep['sandboxes']} sandboxes of this installation "
                 f"({sweep['orphans']} of them orphans, the rest owned by {sweep.get('owned_tasks', 'n/a')} existing "
                 "AgentTasks), same injected latency. An orphan is deleted only when two sweeps found it (grace 0 "
-                "here): the first lists the sandboxes (pages of 200) and the tasks (pages of 500, only what the "
-                "rule needs kept of each) and records the orphans as suspects, the second lists again and deletes "
-                "them (one delete each, from the listed sandbox: no second lookup; 8 at a time). The heap peak "
-                "is from a second identical pair of sweeps under tracemalloc.", "",
+                "here): the first lists the sandboxes (metadata only, pages of 200, through the SDK's generated "
+                f"REST client) and the tasks (pages of {sweep.get('task_page_size', 'n/a')}, only what the rule "
+                "needs kept of each) and records the orphans as suspects, the second lists again and deletes them "
+                "by id (no lookup; "
+                f"{sweep.get('delete_concurrency', 'n/a')} at a time). The heap peak is from a second identical "
+                "pair of sweeps under tracemalloc.", "",
                 table(["first sweep (suspects)", "second sweep (deletes)", "listed", "deleted",
                        "Python heap peak (tracemalloc)", "RSS growth"],
                       [[fmt(sweep.get("suspect_sweep_seconds"), " s", 1), fmt(sweep["wall_seconds"], " s", 1),
