@@ -127,9 +127,12 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
         wait_phase(kubectl, ns, "first", {"Succeeded", "Failed"}, timeout=180)
         wait_for(lambda: query(base, "agenttask_time_to_running_seconds_count"), timeout=30, what="first series")
         # (the operator asks few of them: a get after the create is its own, the rest per task is one
-        # session look-up at the exit, a look at the destroyed sandbox and the create itself)
+        # session look-up at the exit, a look at the destroyed sandbox and the create itself). The seed
+        # decides which calls are refused, in the order they come: with seed 1 the first one is (seed 5
+        # refused none of the first six, which can be all the calls the two tasks make)
+        limited = daytona.stats()["rate_limited"]
         daytona.set_faults({"rate_limit": {"rate": 0.5, "retry_after": 1,
-                                           "ops": ["create", "get", "session_get", "command_get"]}, "seed": 5})
+                                           "ops": ["create", "get", "session_get", "command_get"]}, "seed": 1})
         try:
             create_task(kubectl, ns, "good", {"repository": {"url": url}, "issue": {"number": 1, "title": "d"},
                                               "agent": {"command": agent_script(tmp_path, "good", CHANGE_AGENT)}})
@@ -141,6 +144,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
             assert bad["status"]["phase"] == "Failed"
         finally:
             daytona.set_faults({})
+        assert daytona.stats()["rate_limited"] > limited  # (what the error panels are to show)
         wait_for(lambda: query(base, 'agenttask_tasks_finished_total{phase="Failed"}'), timeout=30,
                  what="the finished tasks scraped")
         # the dashboard's `job` variable finds the scrape job

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,13 @@ for i in range(1000):
 time.sleep(4)
 print("agent: burst done", flush=True)
 """
+# says it is ready, waits for the file named by its argument, then the same burst
+GATED_BURST_AGENT = """
+import os, sys, time
+print("agent: ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+""" + BURST_AGENT
 # a first line the status tail shows, then the same burst
 LATE_BURST_AGENT = """
 import time
@@ -237,6 +246,24 @@ def follow(controlplane: DevCluster, name: str, ns: str, *extra: str, **env: str
                             env=plugin_env(controlplane.kubeconfig, **env))
 
 
+def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) -> str:
+    """What `proc` printed up to (at least) the first `marker`, read straight from the pipe (so
+    that `finish` goes on reading where this stopped)."""
+    assert proc.stdout is not None
+    fd, seen = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while marker.encode() not in seen:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(left, 0))
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
+            proc.kill()
+            raise AssertionError(f"the follower never printed {marker!r}:\n{seen.decode()[-2000:]}\n"
+                                 f"{proc.communicate()[1]}")
+        seen += chunk
+    return seen.decode()
+
+
 def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -252,12 +279,18 @@ def test_logs_follow_from_daytona_streams_everything_and_exits_with_the_outcome(
     repo: tuple[Path, str], tmp_path: Path
 ) -> None:
     _, url = repo
-    create_task(kubectl, ns, "burst", spec(url, agent_script(tmp_path, "burst", BURST_AGENT)))
+    gate = tmp_path / "burst-gate"
+    create_task(kubectl, ns, "burst", spec(url, [*agent_script(tmp_path, "burst", GATED_BURST_AGENT), str(gate)]))
     create_task(kubectl, ns, "fails", spec(url, agent_script(tmp_path, "fail", FAIL_AGENT)))
     creds = {"DAYTONA_API_URL": daytona.api_url, "DAYTONA_API_KEY": daytona.api_key}
     burst = follow(controlplane, "burst", ns, **creds)  # started before the sandbox exists
     failing = follow(controlplane, "fails", ns, "--source=daytona", **creds)
+    # the burst starts once the follower streams from Daytona (a follower that starts after the task
+    # has finished only has the status tail: a slow start under load is no failure of the stream)
+    head = read_until(burst, "agent: ready")
+    gate.touch()
     code, out, err = finish(burst)
+    out = head + out
     assert code == 0, err
     lines = [line for line in out.splitlines() if line.startswith("burst line ")]
     assert lines == [f"burst line {i:04d}" for i in range(1000)], out[:300] + "\n---\n" + err
