@@ -125,13 +125,16 @@ def scale_table(runs: Sequence[Mapping[str, Any]]) -> str:
             str(run["n"]), fmt(base["wall_seconds"], " s", 1), fmt(op["wall_seconds"], " s", 1),
             fmt(ratio, "x"),
             fmt(op["rss_peak_mib"], " MiB", 0),
-            fmt(op.get("cpu_seconds"), " s", 0),
+            fmt(op.get("cpu_seconds"), " s", 1),
+            fmt(op["cpu_seconds"] / run["n"] if op.get("cpu_seconds") is not None else None, " s", 3),
+            fmt(op.get("control_plane_cpu_seconds"), " s", 1),
             fmt(sum(base["daytona_calls_per_task"].values()), "", 1),
             fmt(sum(op["daytona_calls_per_task"].values()), "", 1),
             fmt(sum(op["kube_requests_per_task"].values()), "", 1),
         ])
     return table(["N", "baseline wall", "operator wall", "ratio", "operator peak RSS", "operator CPU",
-                  "Daytona calls/task (baseline)", "Daytona calls/task (operator)", "API requests/task"], rows)
+                  "operator CPU/task", "apiserver + etcd CPU", "Daytona calls/task (baseline)",
+                  "Daytona calls/task (operator)", "API requests/task"], rows)
 
 
 def latency_table(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -161,6 +164,7 @@ def running_table(r: Mapping[str, Any]) -> str:
         ["every agent running after", fmt(r.get("all_running_after_seconds"), " s", 1)],
         ["steady state measured for", fmt(r.get("steady_seconds"), " s", 0)],
         ["operator CPU, steady state", fmt(r.get("steady_cpu_percent"), " % of one core", 2)],
+        ["apiserver + etcd CPU, steady state", fmt(r.get("steady_control_plane_cpu_percent"), " % of one core", 2)],
         ["operator RSS, steady state / peak",
          f"{fmt(r.get('steady_rss_mib'), ' MiB', 0)} / {fmt(r.get('rss_peak_mib'), ' MiB', 0)}"],
         ["Kubernetes API requests per minute, steady state",

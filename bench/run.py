@@ -129,6 +129,7 @@ def _summary(raw: dict[str, Any], n: int, stats: dict[str, Any]) -> dict[str, An
         out["kube_requests_per_task"] = report.per_task(raw["kube_requests"], n)
         out["rss_peak_mib"] = raw["rss_peak_bytes"] / 2**20
         out["cpu_seconds"] = raw["cpu_seconds"]
+        out["control_plane_cpu_seconds"] = raw.get("control_plane_cpu_seconds")
     return out
 
 

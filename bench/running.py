@@ -29,7 +29,7 @@ from controller.devcluster import DevCluster
 from tests.integration.harness import Operator, SandboxServer
 
 from . import report
-from .operator_run import Api, _apply, _done, _watching, default_env
+from .operator_run import Api, _apply, _done, _watching, control_plane_cpu, default_env
 from .workload import RssSampler, apiserver_metrics, task_body
 
 
@@ -81,11 +81,13 @@ async def run(*, cluster: DevCluster, server: SandboxServer, namespace: str, n: 
                 kube0 = report.parse_request_totals(await asyncio.to_thread(apiserver_metrics, cluster))
                 calls0 = dict((await asyncio.to_thread(server.stats))["calls"])
                 cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
+                plane0 = control_plane_cpu(cluster)
                 rss_steady: list[int] = []
                 while time.time() < window_end:
                     rss_steady.append(proc.memory_info().rss)
                     await asyncio.sleep(min(5.0, max(window_end - time.time(), 0.1)))
                 cpu1, t1 = sum(proc.cpu_times()[:2]), time.monotonic()
+                plane1 = control_plane_cpu(cluster)
                 kube1 = report.parse_request_totals(await asyncio.to_thread(apiserver_metrics, cluster))
                 calls1 = dict((await asyncio.to_thread(server.stats))["calls"])
                 steady = t1 - t0
@@ -108,6 +110,7 @@ async def run(*, cluster: DevCluster, server: SandboxServer, namespace: str, n: 
         "all_running_after_seconds": round(all_running - started, 1),
         "steady_seconds": round(steady, 1),
         "steady_cpu_percent": round((cpu1 - cpu0) * 100 / steady, 2) if steady > 0 else None,
+        "steady_control_plane_cpu_percent": round((plane1 - plane0) * 100 / steady, 2) if steady > 0 else None,
         "steady_rss_mib": round(max(rss_steady) / 2**20, 1) if rss_steady else None,
         "rss_peak_mib": round(rss.peak / 2**20, 1),
         "kube_requests_per_minute": _rate(kube0, kube1, steady),

@@ -62,7 +62,7 @@ def test_render_has_the_tables_and_the_plot() -> None:
         "optimisations": [{"change": "x", "before": "1 s", "after": "0.5 s"}],
     }
     text = report.render(results, plot="performance-time-to-running.png")
-    assert "| 100 | 10.0 s | 15.0 s | 1.50x | 120 MiB | 9 s |" in text
+    assert "| 100 | 10.0 s | 15.0 s | 1.50x | 120 MiB | 9.0 s | 0.090 s | n/a |" in text
     assert "![time to running](performance-time-to-running.png)" in text
     assert "`PATCH agenttasks/status`" in text and "| x | 1 s | 0.5 s |" in text
 
