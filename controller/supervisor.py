@@ -182,14 +182,28 @@ class Supervisor:
         self.running, self.running_obs = sandbox, obs
         self.observed_at = time.monotonic() if sandbox is not None else None
 
-    def _trusted_stream(self, name: str) -> bool:
-        """The agent runs in `name` and its log stream is open and healthy: what Daytona said of
-        it less than `stream_recheck_seconds` ago still holds (the stream ends at the exit)."""
+    def _known(self, name: str) -> str | None:
+        """What this supervisor already knows of the agent in sandbox `name`, from following it:
+
+        - "trusted": its log stream is open and healthy and Daytona was asked less than
+          `stream_recheck_seconds` ago: that answer still holds (the stream ends at the exit);
+        - "sandbox": the stream is open, or ended with the command: the sandbox the agent was seen
+          running in is the one to ask about the command (one session look-up, no sandbox get: a
+          sandbox that stopped or went away fails that look-up, and the next look gets it afresh);
+        - None: nothing; the sandbox is looked up.
+        """
         follower = self.follower
-        return (self.running is not None and self.running.name == name and self.running_obs is not None
-                and self.observed_at is not None and follower is not None and follower.streaming
-                and not follower.exited.is_set()
-                and time.monotonic() - self.observed_at < self.rt.settings.stream_recheck_seconds)
+        if (self.running is None or self.running.name != name or self.running_obs is None or follower is None
+                or not (follower.streaming or follower.exited.is_set())):
+            return None
+        fresh = (self.observed_at is not None
+                 and time.monotonic() - self.observed_at < self.rt.settings.stream_recheck_seconds)
+        return "trusted" if fresh and follower.streaming and not follower.exited.is_set() else "sandbox"
+
+    def _tail(self, follower: LogFollower) -> str | None:
+        """The log tail for the observation; taking it is what answers the stream's new output."""
+        follower.changed.clear()
+        return follower.tail() or None
 
     async def _step(self) -> float | None:
         self.wake.clear()  # this step reads the newest body: a nudge from before it is handled here
@@ -417,20 +431,19 @@ class Supervisor:
         name = plan.sandbox_name(task.metadata.uid, attempt)
         sid = plan.session_id(attempt, status.resumes)
         follower = self.follower
-        if self._trusted_stream(name):
+        known = self._known(name)
+        if known == "trusted":
             assert follower is not None and self.running_obs is not None
-            follower.changed.clear()
             started = self.agent_started
             return plan.Observation(sandbox=self.running_obs, command=plan.CommandObs(follower.command_id, None),
-                                    session_exists=True, log_tail=follower.tail() or None,
+                                    session_exists=True, log_tail=self._tail(follower),
                                     last_log_write=self.last_log_write,
                                     agent_started=started[1] if started and started[0] == follower.command_id else None)
-        reused = (self.running is not None and self.running.name == name and follower is not None
-                  and follower.exited.is_set())
+        reused = known == "sandbox"
         if reused:
-            # the agent's log stream ended: its command exited in a sandbox that was running it a
-            # moment ago; the exit code and result come from that sandbox (a look-up would only
-            # repeat what the stream said; if the session is gone, the sandbox is looked up)
+            # the command's exit code (its stream ended) or whether it still runs (a recheck) comes
+            # from the sandbox it was seen running in; a look-up would only repeat what the stream
+            # said (if the session is gone, the sandbox is looked up)
             sandbox = self.seen = self.running
         else:
             sandbox = self.seen = await rt.sandboxes.find(name)
@@ -454,7 +467,7 @@ class Supervisor:
             if command.exit_code is not None:
                 await self._final_logs(follower, sandbox, sid, command.id)
                 result = parse_result(await rt.sandboxes.download_json(sandbox, context.result_path(rt.settings)))
-            log_tail = follower.tail() or None
+            log_tail = self._tail(follower)
         started = self.agent_started
         return plan.Observation(sandbox=sandbox_obs, command=command, session_exists=exists, result=result,
                                 log_tail=log_tail, last_log_write=self.last_log_write,

@@ -357,6 +357,37 @@ def test_the_first_write_waits_for_kopfs_finalizer_instead_of_racing_it() -> Non
     assert kube.gets == 0 and status(kube).status.phase == "Running"  # no 409, no re-read
 
 
+def test_a_recheck_of_a_streaming_agent_is_one_session_look_up_in_the_sandbox_it_runs_in() -> None:
+    """Once stream_recheck_seconds have passed, the look asks only whether the command still runs,
+    in the sandbox the agent was seen running in (no sandbox get); a session that is gone there
+    brings the full look back."""
+    sup, kube, boxes, _ = make(body())
+
+    async def running(sandbox: Any, session_id: str) -> tuple[bool, plan.CommandObs | None]:
+        boxes.calls.append("session_get")
+        return True, plan.CommandObs(id="cmd-1", exit_code=None)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        await sup.step()  # launched: Running, following the log stream
+        await asyncio.sleep(0)
+        boxes.command = running  # type: ignore[method-assign]
+        assert sup.observed_at is not None
+        sup.observed_at -= sup.rt.settings.stream_recheck_seconds + 1  # the recheck is due
+        calls = len(boxes.calls)
+        await sup.step()
+        recheck = boxes.calls[calls:]
+        del boxes.command  # the session is gone (the fake's own answer): look at the sandbox itself
+        sup.observed_at -= sup.rt.settings.stream_recheck_seconds + 1
+        calls = len(boxes.calls)
+        await sup.step()
+        return recheck, boxes.calls[calls:]
+
+    recheck, gone = asyncio.run(scenario())
+    assert recheck == ["session_get"]
+    assert status(kube).status.phase == "Running"
+    assert gone[:3] == ["session_get", "get", "session_get"]
+
+
 def test_while_the_log_stream_is_open_daytona_is_asked_only_every_stream_recheck() -> None:
     """The stream's end wakes the supervisor at the exit, so a running agent is re-observed from
     Daytona every stream_recheck_seconds, not at the plan's polls; a step in between (new output
